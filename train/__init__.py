@@ -1,0 +1,1 @@
+"""cyclegan_deploy.train: reference-compatible generators/discriminators, data, CycleGAN and pix2pix training."""
