@@ -1,0 +1,29 @@
+"""Model-selection options shared by `video`, `translate` and `bench` (one definition, one error text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cyclegan_deploy.errors import ConfigError
+
+ENGINE = typer.Option(None, "--engine", help="TensorRT engine (.plan) built by `cgdeploy export --engine`.")
+MODEL = typer.Option(None, "--model", help="ONNX model (.onnx) or OpenVINO IR (.xml) from `cgdeploy export`.")
+CHECKPOINT = typer.Option(None, "--checkpoint", help="Generator .pth (ours or the reference's) or a run dir.")
+BACKEND = typer.Option("auto", "--backend",
+                       help="auto | onnxruntime | openvino | torch | tensorrt (auto: chosen by the artifact).")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda. Asking for cuda never falls back to cpu.")
+PRECISION = typer.Option(None, "--precision",
+                         help="Backend precision: fp32 | fp16 | bf16 (torch autocast, OpenVINO hint).")
+
+
+def resolve_artifact(engine: Path | None, model: Path | None, checkpoint: Path | None) -> Path:
+    """Exactly one of --engine / --model / --checkpoint, and it must exist."""
+    given = [p for p in (engine, model, checkpoint) if p is not None]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --engine X.plan, --model X.onnx|X.xml or --checkpoint X.pth")
+    path = given[0]
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file; check the path (export one with `cgdeploy export`)")
+    return path
