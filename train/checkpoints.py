@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cyclegan_deploy.train.models import GeneratorConfig, build_generator
 from torch import nn
 
 from cyclegan_deploy.errors import CheckpointError
 from cyclegan_deploy.metadata import ModelMeta
-from cyclegan_deploy.train.models import GeneratorConfig, build_generator
 
 GENERATOR_FORMAT = "cgdeploy-generator"
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
