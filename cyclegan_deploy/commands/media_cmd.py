@@ -1,9 +1,138 @@
-"""Placeholder: filled in by the stage that owns these commands."""
+"""`cgdeploy video`, `cgdeploy translate` and `cgdeploy data sample-video`: thin wrappers over video.py,
+images.py and sample_media.py. PyAV, numpy-heavy modules and the backends are imported inside the bodies.
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from cyclegan_deploy.commands.options import BACKEND, CHECKPOINT, DEVICE, ENGINE, MODEL, PRECISION, resolve_artifact
+from cyclegan_deploy.errors import ConfigError
+
+BATCH = typer.Option(4, "--batch", min=1, help="Frames per backend call.")
+SIZE = typer.Option(None, "--size", help="Resize (upright) frames to HEIGHTxWIDTH before the model, e.g. 360x640; "
+                                         "the output has that size.")
+THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for the backend (default: physical cores).")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m[1]) < 2 or int(m[2]) < 2:
+        raise ConfigError(f"--size {text!r}: write HEIGHTxWIDTH, e.g. 256x256 or 360x640")
+    return int(m[1]), int(m[2])
+
+
+def _open_backend(engine: Path | None, model: Path | None, checkpoint: Path | None, backend: str, device: str,
+                  precision: str | None, threads: int | None) -> Any:
+    from cyclegan_deploy.backends.base import load_backend
+
+    artifact = resolve_artifact(engine, model, checkpoint)
+    options: dict[str, Any] = {}
+    if precision is not None:
+        options["precision"] = precision
+    if threads is not None:
+        options["threads"] = threads
+    return load_backend(artifact, backend=backend, device=device, **options)
+
+
+def _data_group(app: typer.Typer) -> typer.Typer | None:
+    """The `data` sub-app cli.py adds (sample-video sits next to `data synth`)."""
+    for group in app.registered_groups:
+        if group.name == "data" and group.typer_instance is not None:
+            return group.typer_instance
+    return None
 
 
 def register(app: typer.Typer, *sub: typer.Typer) -> None:
-    return None
+    @app.command("video")
+    def video(
+        src: Path = typer.Argument(..., help="Input video (mp4, mov, mkv, webm, ...); audio is copied unchanged."),
+        output: Path = typer.Option(..., "-o", "--output", help="Output video; the extension picks the container."),
+        engine: Path | None = ENGINE,
+        model: Path | None = MODEL,
+        checkpoint: Path | None = CHECKPOINT,
+        backend: str = BACKEND,
+        device: str = DEVICE,
+        precision: str | None = PRECISION,
+        batch: int = BATCH,
+        side_by_side: bool = typer.Option(False, "--side-by-side", help="Write input | output side by side."),
+        start: float = typer.Option(0.0, "--start", min=0.0, help="Start at this second of the input."),
+        duration: float | None = typer.Option(None, "--duration", min=0.0, help="Seconds to translate."),
+        crf: int = typer.Option(18, "--crf", min=0, max=63, help="Quality for h264/hevc/vp9: 0 lossless, 18 "
+                                                                   "near-transparent, 23 ffmpeg's default."),
+        codec: str | None = typer.Option(None, "--codec", help="h264 (default; .webm: vp9) | hevc | mpeg4 | vp9 | "
+                                                               "ffv1 | any PyAV encoder name."),
+        preset: str | None = typer.Option(None, "--preset", help="x264/x265 preset (ultrafast ... veryslow; "
+                                                                 "default medium)."),
+        pix_fmt: str | None = typer.Option(None, "--pix-fmt", help="Encoder pixel format (default yuv420p; yuv444p "
+                                                                   "for odd sizes with h264/hevc to keep the size)."),
+        size: str | None = SIZE,
+        threads: int | None = THREADS,
+        no_audio: bool = typer.Option(False, "--no-audio", help="Drop the audio instead of copying it."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    ) -> None:
+        """Translate every frame of a video; keeps frame count, timing, size, rotation (upright) and audio."""
+        from cyclegan_deploy.video import VideoOptions, translate_video
+
+        opts = VideoOptions(batch=batch, side_by_side=side_by_side, start=start, duration=duration, crf=crf,
+                            codec=codec, preset=preset, pix_fmt=pix_fmt, size=parse_size(size), audio=not no_audio,
+                            progress=progress)
+        be = _open_backend(engine, model, checkpoint, backend, device, precision, threads)
+        try:
+            report = translate_video(src, output, be, opts)
+        finally:
+            be.close()
+        typer.echo(report.summary())
+
+    @app.command("translate")
+    def translate(
+        src: Path = typer.Argument(..., help="An image, or a folder of images (searched recursively)."),
+        output: Path = typer.Option(..., "-o", "--output", help="Output folder (same relative names)."),
+        engine: Path | None = ENGINE,
+        model: Path | None = MODEL,
+        checkpoint: Path | None = CHECKPOINT,
+        backend: str = BACKEND,
+        device: str = DEVICE,
+        precision: str | None = PRECISION,
+        batch: int = BATCH,
+        size: str | None = SIZE,
+        threads: int | None = THREADS,
+    ) -> None:
+        """Translate images (same size out as in); unreadable files are listed and skipped."""
+        from cyclegan_deploy.images import translate_images
+
+        be = _open_backend(engine, model, checkpoint, backend, device, precision, threads)
+        try:
+            report = translate_images(src, output, be, batch=batch, size=parse_size(size))
+        finally:
+            be.close()
+        typer.echo(report.summary())
+
+    data = _data_group(app)
+    if data is None:
+        return
+
+    @data.command("sample-video")
+    def sample_video(
+        out: Path = typer.Argument(..., help="Output clip (.mp4 recommended)."),
+        frames: int = typer.Option(90, "--frames", min=1, help="Number of frames."),
+        size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH."),
+        fps: str = typer.Option("30", "--fps", help="Frame rate, e.g. 30, 25 or 30000/1001."),
+        audio: bool = typer.Option(True, "--audio/--no-audio", help="Add an AAC tone track."),
+        rotation: int = typer.Option(0, "--rotation", help="Display-matrix rotation in degrees (phone portrait: "
+                                                           "-90)."),
+    ) -> None:
+        """Write a procedural test clip with audio (no download), e.g. for `cgdeploy video`."""
+        from cyclegan_deploy.sample_media import make_sample_video
+
+        hw = parse_size(size)
+        assert hw is not None
+        path = make_sample_video(out, frames=frames, size=hw, fps=fps, audio="aac" if audio else None,
+                                 rotation=rotation)
+        typer.echo(f"wrote {path}: {frames} frames {hw[1]}x{hw[0]} @ {fps} fps" + (" with AAC audio" if audio else ""))

@@ -1,0 +1,165 @@
+"""TensorRT engine backend (TensorRT 10.x/11.x tensor-name API + cuda-python runtime bindings).
+
+The engine is refused unless its sidecar (`<plan>.json`, written by `cgdeploy export --engine`; format and
+check in export/tensorrt.py) matches the installed TensorRT and this GPU: a mismatched engine either fails
+to deserialize with a cryptic log line or runs with tactics tuned for another chip. Buffers: device memory
+(cudaMalloc) grown when shapes grow, pinned host staging buffers, one stream; H2D copy, execute_async_v3
+and D2H copy are queued back to back and synchronised once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cyclegan_deploy.backends.base import check_batch, reject_options
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+REBUILD = "rebuild it here with `cgdeploy export CHECKPOINT -o OUT_DIR --engine`"
+
+
+def _cuda_runtime() -> Any:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError as e:
+        raise BackendUnavailableError(f"cuda-python is not installed ({e}); pip install cuda-python") from e
+    return cudart
+
+
+def _check(result: Any, what: str) -> Any:
+    """cuda-python returns (error, *values): raise on error, unwrap the value."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        cudart = _cuda_runtime()
+        _, text = cudart.cudaGetErrorString(err)
+        text = text.decode() if isinstance(text, bytes) else text
+        raise BackendUnavailableError(f"CUDA {what} failed: {err} ({text})")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _dims(dims: trt.Dims) -> tuple[int, ...]:
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
+class _Buffer:
+    """A device buffer and its pinned host twin, regrown (never shrunk) when a bigger shape arrives."""
+
+    def __init__(self) -> None:
+        self.nbytes, self.device, self.host = 0, 0, 0
+
+    def ensure(self, nbytes: int) -> None:
+        if nbytes <= self.nbytes:
+            return
+        self.free()
+        cudart = _cuda_runtime()
+        self.device = int(_check(cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
+        self.host = int(_check(cudart.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes})"))
+        self.nbytes = nbytes
+
+    def host_array(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        count = int(np.prod(shape)) * dtype.itemsize
+        raw = (ctypes.c_byte * count).from_address(self.host)  # a view on the pinned memory, no copy
+        return np.frombuffer(memoryview(raw).cast("B"), dtype=dtype).reshape(shape)
+
+    def free(self) -> None:
+        if self.nbytes:
+            cudart = _cuda_runtime()
+            cudart.cudaFree(self.device)
+            cudart.cudaFreeHost(self.host)
+        self.nbytes, self.device, self.host = 0, 0, 0
+
+
+class TensorRTBackend:
+    def __init__(self, path: str | Path, device_id: int = 0, precision: str | None = None, **other: Any) -> None:
+        reject_options("tensorrt", other)
+        self.path = Path(path)
+        try:
+            import tensorrt as trt
+        except ImportError as e:
+            raise BackendUnavailableError(f"TensorRT is not installed ({e}); install tensorrt on a machine with "
+                                          "an NVIDIA GPU, or run the .onnx with --backend onnxruntime") from e
+        if not hasattr(trt, "Runtime"):  # tensorrt-stubs alone makes `tensorrt` an empty namespace package
+            raise BackendUnavailableError("TensorRT is not installed (only its type stubs are); install tensorrt "
+                                          "on a machine with an NVIDIA GPU, or use --backend onnxruntime")
+        # the export stage owns the sidecar format and the compatibility rule (major.minor.patch + GPU)
+        from cyclegan_deploy.export.tensorrt import check_engine_compat, gpu_info, read_sidecar
+
+        sidecar = read_sidecar(self.path)
+        if precision not in (None, "auto") and precision != sidecar.precision:
+            raise ConfigError(f"{self.path}: the engine's precision is fixed at build time ({sidecar.precision}), "
+                              f"not {precision}; build another engine with `cgdeploy export`")
+        cudart = _cuda_runtime()
+        gpu, capability = gpu_info(device_id)
+        check_engine_compat(sidecar, str(trt.__version__), gpu, capability, engine=str(self.path))
+        _check(cudart.cudaSetDevice(device_id), "cudaSetDevice")
+        self.meta = sidecar.meta
+        self.precision = sidecar.precision
+        self.name, self.device, self.gpu = "tensorrt", "cuda", gpu
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise EngineMismatchError(f"{self.path}: TensorRT {trt.__version__} could not deserialize the engine "
+                                      f"(see the log above); {REBUILD}")
+        self.engine: trt.ICudaEngine = engine
+        self.context: trt.IExecutionContext = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ConfigError(f"{self.path}: expected one input and one output tensor, got {inputs} -> {outputs}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
+        self.output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+        lo, opt, hi = (_dims(d) for d in engine.get_tensor_profile_shape(self.input_name, 0))
+        self.profile = {"min": lo, "opt": opt, "max": hi}
+        self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._in, self._out = _Buffer(), _Buffer()
+
+    def _check_profile(self, shape: tuple[int, ...]) -> None:
+        lo, hi = self.profile["min"], self.profile["max"]
+        if len(shape) != len(lo) or any(s < a or s > b for s, a, b in zip(shape, lo, hi, strict=True)):
+            fmt = "x".join
+            raise ShapeError(
+                f"{self.path}: input {fmt(map(str, shape))} (NxCxHxW) is outside the engine's optimization profile "
+                f"{fmt(map(str, lo))} .. {fmt(map(str, hi))}; rebuild with `cgdeploy export --engine "
+                "--min-shape/--opt-shape/--max-shape` covering it, or resize/batch the input to fit")
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        cudart = _cuda_runtime()
+        x = check_batch(batch, self.meta, self.name)
+        shape = tuple(int(s) for s in x.shape)
+        self._check_profile(shape)
+        if not self.context.set_input_shape(self.input_name, shape):
+            raise ShapeError(f"{self.path}: TensorRT rejected input shape {shape}; profile {self.profile}")
+        out_shape = _dims(self.context.get_tensor_shape(self.output_name))
+        in_bytes = x.size * self.input_dtype.itemsize
+        out_bytes = int(np.prod(out_shape)) * self.output_dtype.itemsize
+        self._in.ensure(in_bytes)
+        self._out.ensure(out_bytes)
+        np.copyto(self._in.host_array(shape, self.input_dtype), x, casting="same_kind")
+        self.context.set_tensor_address(self.input_name, self._in.device)
+        self.context.set_tensor_address(self.output_name, self._out.device)
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(cudart.cudaMemcpyAsync(self._in.device, self._in.host, in_bytes, h2d, self.stream), "H2D copy")
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise BackendUnavailableError(f"{self.path}: TensorRT execution failed (see the log above)")
+        _check(cudart.cudaMemcpyAsync(self._out.host, self._out.device, out_bytes, d2h, self.stream), "D2H copy")
+        _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        # the pinned buffer is reused by the next call: hand out a copy
+        return np.array(self._out.host_array(out_shape, self.output_dtype), dtype=np.float32, copy=True)
+
+    def close(self) -> None:
+        self._in.free()
+        self._out.free()
+        if getattr(self, "stream", None) is not None:
+            _cuda_runtime().cudaStreamDestroy(self.stream)
+            self.stream = None
+        self.context = None  # type: ignore[assignment]  # release before the engine, as TensorRT requires
+        self.engine = None  # type: ignore[assignment]

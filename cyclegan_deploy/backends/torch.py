@@ -1,0 +1,84 @@
+"""PyTorch backend: a generator checkpoint run eagerly (or torch.compile'd) on CPU or CUDA.
+
+Reduced precision is autocast (convolutions in fp16/bf16, reductions such as instance-norm statistics
+kept in fp32 by autocast's op lists), not model.half(): a plain half model computes instance-norm
+statistics in fp16, the documented cause of washed-out outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyclegan_deploy.backends.base import check_batch, reject_options
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
+
+PRECISIONS = {"fp32": "fp32", "f32": "fp32", "auto": "fp32", "fp16": "fp16", "f16": "fp16", "bf16": "bf16"}
+
+
+class TorchBackend:
+    def __init__(self, path: str | Path, device: str = "auto", precision: str | None = None,
+                 compile: bool = False, channels_last: bool = False, threads: int | None = None,
+                 direction: str | None = None, arch: str | None = None, ngf: int | None = None,
+                 norm: str | None = None, dropout: bool | None = None, **other: Any) -> None:
+        reject_options("torch", other)
+        try:
+            import torch
+        except ImportError as e:
+            raise BackendUnavailableError(f"PyTorch is not installed ({e}); "
+                                          "pip install 'cyclegan-deploy[train]'") from e
+        from cyclegan_deploy.train.checkpoints import load_generator
+
+        self.precision = PRECISIONS.get((precision or "fp32").lower(), "")
+        if not self.precision:
+            raise ConfigError(f"torch precision {precision!r} unknown; use fp32, fp16 (CUDA) or bf16")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda"):
+            raise ConfigError(f"torch device {device!r} unknown; use cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no device found"
+            raise BackendUnavailableError(f"--device cuda asked but torch {torch.__version__} ({build}) has no "
+                                          "usable GPU; use --device cpu or install a CUDA build of torch")
+        if self.precision == "fp16" and device != "cuda":
+            raise BackendUnavailableError("fp16 autocast runs on CUDA only; on CPU use --precision bf16 or fp32")
+        if self.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+            raise BackendUnavailableError(f"{torch.cuda.get_device_name()} has no bf16 support; use --precision fp16")
+        if threads:
+            torch.set_num_threads(threads)  # process-wide in torch; the default is the physical core count
+        self.threads = torch.get_num_threads()
+        self._torch = torch
+        self.device = device
+        model, self.meta = load_generator(path, direction=direction, arch=arch, ngf=ngf, norm=norm, dropout=dropout)
+        model = model.to(device)
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model: Any = torch.compile(model) if compile else model
+        parts = ["torch", device] + ([self.precision] if self.precision != "fp32" else [])
+        parts += (["compile"] if compile else []) + (["cl"] if channels_last else [])
+        self.name = "-".join(parts)
+
+    def _autocast(self) -> Any:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = self._torch.float16 if self.precision == "fp16" else self._torch.bfloat16
+        return self._torch.autocast(device_type=self.device, dtype=dtype)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(check_batch(batch, self.meta, self.name))
+        if self.device == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.contiguous(memory_format=self._memory_format)
+        with torch.inference_mode(), self._autocast():
+            y = self.model(x)
+        return np.ascontiguousarray(y.float().cpu().numpy())
+
+    def close(self) -> None:
+        self.model = None
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()

@@ -1,0 +1,235 @@
+"""Numbers behind `cgdeploy bench`: latency statistics, parity, seeded inputs, MAC counts, machine peaks.
+
+- Statistics: numpy percentile, method="linear" (Hyndman & Fan type 7, numpy's default).
+- Parity: max abs error and PSNR on [-1, 1] (data range 2), max uint8 diff after the runtime's rounding.
+- MACs: Conv/ConvTranspose of the ONNX graph at the run size (shape inference), or torch hooks on the
+  meta device. A ConvTranspose counts its real multiply-adds (input pixels x Cout x k^2); counting it as a
+  dense conv over the zero-stuffed output (what thop-style tools do) gives `macs_dense`: ResNet-9 ngf 64 at
+  256x256 is 49.55 GMAC real, 56.80 GMAC dense. 1 MAC = 2 FLOP.
+- Peak: CPU = physical cores x clock x FLOP/cycle (cpu_flop_per_cycle); GPU from GPU_PEAKS by name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyclegan_deploy.errors import CgDeployError
+
+# dense tensor-core FP16/BF16 and plain FP32 (no TF32) TFLOP/s from the vendors' datasheets; first match wins
+GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
+    ("H200", 67.0, 989.0), ("H100 PCIe", 51.0, 756.0), ("H100 NVL", 60.0, 835.0), ("H100", 67.0, 989.0),
+    ("A100", 19.5, 312.0), ("L40S", 91.6, 362.0), ("L4", 30.3, 121.0), ("A10", 31.2, 125.0),
+    ("RTX 4090", 82.6, 165.2), ("V100", 15.7, 125.0), ("T4", 8.1, 65.0),
+)
+
+
+# ---- statistics and parity ------------------------------------------------------------------------------
+
+def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99 (numpy 'linear' = type 7), mean, min, max, sample std (ddof 1) of per-call times."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no samples")
+    p50, p90, p99 = np.percentile(a, [50, 90, 99], method="linear")
+    return {"n": int(a.size), "p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean()),
+            "min": float(a.min()), "max": float(a.max()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0}
+
+
+def parity(reference: np.ndarray, output: np.ndarray) -> dict[str, float | None]:
+    """max abs, PSNR on [-1,1] (peak-to-peak 2; None when identical), max uint8 diff after rounding."""
+    ref, out = reference.astype(np.float64), output.astype(np.float64)
+    if ref.shape != out.shape:
+        raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
+    mse = float(np.mean((ref - out) ** 2))
+    u8 = [np.rint((np.clip(v, -1, 1) + 1) * 127.5) for v in (ref, out)]
+    return {"max_abs": float(np.max(np.abs(ref - out))),
+            "psnr_db": None if mse == 0 else float(10 * math.log10(4.0 / mse)),
+            "max_u8": int(np.max(np.abs(u8[0] - u8[1])))}
+
+
+def make_input(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Seeded smooth image-like frames in [-1, 1] (sums of sinusoids + slight noise): white noise would
+    push instance norm and bf16/fp16 rounding into a regime no photo reaches."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((batch, 3, height, width), np.float32)
+    for n in range(batch):
+        for c in range(3):
+            img = np.zeros((height, width), np.float32)
+            for _ in range(4):
+                fy, fx = rng.uniform(0.5, 6, 2) / np.array([height, width])
+                img += rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * (fy * yy + fx * xx) + rng.uniform(0, 6.3))
+            out[n, c] = img + rng.normal(0, 0.03, (height, width))
+    return np.clip(out, -1, 1)
+
+
+# ---- MAC counting -----------------------------------------------------------------------------------------
+
+def _conv_macs(op: str, x: Sequence[int], y: Sequence[int], weight: Sequence[int], group: int) -> tuple[int, int]:
+    """(real, dense) MACs. Conv: out pixels x Cout x Cin/g x k. ConvTranspose real: in pixels x Cin x Cout/g x k;
+    dense: out pixels x Cout x Cin/g x k (the zero-stuffed convolution)."""
+    k = math.prod(weight[2:])
+    if op == "Conv":
+        macs = math.prod(y) * weight[1] * k
+        return macs, macs
+    real = math.prod(x) * weight[1] * k  # ConvTranspose weight is [Cin, Cout/g, kh, kw]
+    return real, math.prod(y) * (x[1] // group) * k
+
+
+def count_macs_onnx(path: str | Path, height: int, width: int, batch: int = 1) -> dict[str, int]:
+    """Conv/ConvTranspose MACs of an ONNX graph at one input size, from onnx shape inference."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for d, v in zip(dims, (batch, dims[1].dim_value or 3, height, width), strict=True):
+        d.Clear()
+        d.dim_value = v
+    model = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*model.graph.input, *model.graph.value_info, *model.graph.output)}
+    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    consts = {n.output[0]: list(numpy_helper.to_array(a.t).shape) for n in model.graph.node
+              if n.op_type == "Constant" for a in n.attribute if a.name == "value"}
+    real = dense = 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        x, w, y = shapes.get(node.input[0]), shapes.get(node.input[1]) or consts.get(node.input[1]), \
+            shapes.get(node.output[0])
+        if not x or not w or not y or 0 in x or 0 in y:
+            raise CgDeployError(f"{path}: shape inference left {node.op_type} {node.name!r} without static "
+                                "shapes; count MACs from the checkpoint (torch hooks) instead")
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        r, d = _conv_macs(node.op_type, x, y, w, group)
+        real, dense = real + r, dense + d
+    return {"macs": real, "macs_dense": dense}
+
+
+def count_macs_torch(model: Any, height: int, width: int, batch: int = 1, in_ch: int = 3) -> dict[str, int]:
+    """The same count from a torch module via forward hooks on a meta-device copy (no real compute)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    meta_model = copy.deepcopy(model).to("meta")
+    totals = {"macs": 0, "macs_dense": 0}
+
+    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        op = "ConvTranspose" if isinstance(mod, nn.ConvTranspose2d) else "Conv"
+        r, d = _conv_macs(op, inputs[0].shape, out.shape, mod.weight.shape, mod.groups)
+        totals["macs"] += r
+        totals["macs_dense"] += d
+
+    handles = [m.register_forward_hook(hook) for m in meta_model.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    with torch.no_grad():
+        meta_model(torch.empty(batch, in_ch, height, width, device="meta"))
+    for h in handles:
+        h.remove()
+    return totals
+
+
+# ---- the machine ------------------------------------------------------------------------------------------
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
+def cpu_flop_per_cycle(flags: set[str]) -> dict[str, int]:
+    """Per core per cycle, assuming 2 FMA/AMX-capable ports (Xeon Gold/Platinum, Zen 4; Silver/Bronze
+    Xeons have one 512-bit FMA unit: half). FMA = 2 FLOP. fp32: AVX-512 2x16x2=64, AVX2 2x8x2=32, SSE 16.
+    bf16/fp16: AMX TMUL 1024, AVX512_BF16 / AVX512_FP16 dot products 128, else the fp32 rate (converted)."""
+    fp32 = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16
+    bf16 = 1024 if "amx_bf16" in flags else 128 if "avx512_bf16" in flags else fp32
+    fp16 = 1024 if "amx_fp16" in flags else 128 if "avx512_fp16" in flags else fp32
+    return {"fp32": fp32, "bf16": bf16, "fp16": fp16}
+
+
+def _gpus() -> list[dict[str, str]]:
+    """Names from nvidia-smi (no torch/CUDA import here, so a CPU machine stays light)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [[c.strip() for c in line.split(",")] for line in out.stdout.strip().splitlines() if line.strip()]
+    return [{"name": r[0], "driver": r[1] if len(r) > 1 else "", "memory": r[2] if len(r) > 2 else ""}
+            for r in rows]
+
+
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("cyclegan-deploy", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino",
+                 "tensorrt", "cuda-python", "av"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, flags, cores, frequency, peak FLOP/s by precision; GPUs with their table peaks; versions."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        siblings, cores = int(info.get("siblings", "1")), int(info.get("cpu cores", "1"))
+        smt = max(1, siblings // max(1, cores))
+    except ValueError:
+        smt = 1
+    physical = max(1, logical // smt)
+    model = info.get("model name", platform.processor() or "unknown")
+    ghz_match = re.search(r"@\s*([\d.]+)\s*GHz", model)
+    ghz, ghz_source = ((float(ghz_match[1]), "model name (base clock)") if ghz_match else
+                       (float(info.get("cpu MHz", "0") or 0) / 1000, "/proc/cpuinfo cpu MHz (current clock)"))
+    per_cycle = cpu_flop_per_cycle(flags)
+    gpus = _gpus()
+    for gpu in gpus:
+        peak = next((p for p in GPU_PEAKS if p[0].lower() in gpu["name"].lower()), None)
+        gpu["peak_fp32_tflops"] = str(peak[1]) if peak else ""
+        gpu["peak_fp16_tflops"] = str(peak[2]) if peak else ""
+    return {
+        "cpu": {"model": model, "logical_cpus": logical, "physical_cores": physical, "threads_per_core": smt,
+                "ghz": round(ghz, 3), "ghz_source": ghz_source,
+                "flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
+                                         "amx_tile", "amx_bf16", "amx_int8", "amx_fp16"}),
+                "flop_per_cycle": per_cycle,
+                "peak_gflops": {k: round(physical * ghz * v, 1) for k, v in per_cycle.items()}},
+        "gpus": gpus, "platform": platform.platform(), "versions": _versions(),
+        "env_threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+    }
+
+
+def peak_gflops(machine: dict[str, Any], device: str, precision: str) -> float | None:
+    prec = "fp32" if precision in ("fp32", "f32") else "fp16" if precision in ("fp16", "bf16") else None
+    if device == "cuda":
+        gpu = machine["gpus"][0] if machine["gpus"] else {}
+        value = gpu.get(f"peak_{prec}_tflops") if prec else None
+        return float(value) * 1000 if value else None
+    if prec is None:
+        return None
+    return machine["cpu"]["peak_gflops"]["bf16" if precision == "bf16" else prec] or None
+
+

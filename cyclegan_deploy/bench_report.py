@@ -1,0 +1,181 @@
+"""Outputs of `cgdeploy bench`: results.json (full samples + environment), results.csv, results.md,
+latency.png (matplotlib Agg, skipped with a note when matplotlib is missing) and the printed table (rich,
+plain markdown without it). Every file is written to a temp name and renamed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cyclegan_deploy.errors import CgDeployError
+
+CSV_FIELDS = ("backend", "backend_name", "device", "precision", "size", "run_height", "run_width", "batch",
+              "status", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "n", "ms_per_frame", "fps",
+              "speedup", "macs_per_frame", "gflops", "peak_gflops", "pct_peak", "psnr_db", "max_abs", "max_u8",
+              "first_call_ms", "load_s", "budget_truncated")
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    stats = r.get("stats_ms") or {}
+    row = {k: r.get(k) for k in CSV_FIELDS}
+    row.update({f"{k}_ms": stats.get(k) for k in ("p50", "p90", "p99", "mean", "min")}, n=stats.get("n"))
+    return row
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+def _sig(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+TABLE_HEAD = ("backend", "size", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "fps", "speedup", "GFLOP/s",
+              "% peak", "PSNR dB", "max abs")
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for r in results["cases"]:
+        s = r.get("stats_ms") or {}
+        psnr = "inf" if r.get("max_abs") == 0 else _fmt(r.get("psnr_db"))
+        rows.append([str(r.get("backend_name") or r["backend"]) if r["status"] == "ok" else r["backend"],
+                     r["size"], str(r["batch"]), r["status"], _fmt(s.get("p50")), _fmt(s.get("p90")),
+                     _fmt(s.get("p99")), _fmt(r.get("fps"), 2), _fmt(r.get("speedup"), 2) + ("x" if r.get("speedup")
+                     else ""), _sig(r.get("gflops")), _fmt(r.get("pct_peak")), psnr,
+                     _fmt(r.get("max_abs"), 6) if r.get("max_abs") is not None else "-"])
+    return rows
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    m, s = results["machine"], results["settings"]
+    cpu = m["cpu"]
+    gpus = ", ".join(g["name"] for g in m["gpus"]) or "none"
+    macs = "; ".join(f"{k}: {v['macs'] / 1e9:.2f} GMAC ({v['macs_dense'] / 1e9:.2f} dense-equivalent)"
+                     if v.get("macs") else f"{k}: {v.get('from')}" for k, v in results["model"]["macs"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    lines = [
+        "| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD),
+        *("| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(results)),
+        "",
+        f"- CPU: {cpu['model']}, {cpu['physical_cores']} physical cores ({cpu['logical_cpus']} logical) at "
+        f"{cpu['ghz']} GHz ({cpu['ghz_source']}), flags {' '.join(cpu['flags']) or 'none'}; peak GFLOP/s "
+        f"fp32 {cpu['peak_gflops']['fp32']}, bf16 {cpu['peak_gflops']['bf16']} "
+        f"(cores x GHz x FLOP/cycle {cpu['flop_per_cycle']}, 2 FMA units assumed). GPU: {gpus}.",
+        f"- Model MACs per frame: {macs or 'unknown'}. 1 MAC = 2 FLOP; GFLOP/s uses the real count.",
+        f"- Timing: {s['warmup']} warm-up calls, up to {s['repeats']} timed calls or {s['max_seconds']} s per case "
+        f"(at least {s['min_repeats']}); {s['timer']}; {s['percentiles']}. fps = batch / p50.",
+        f"- Parity: frame 0 vs reference `{results['reference']['spec']}` ({results['reference']['status']}); "
+        f"PSNR on [-1,1]. Speedup vs `{results['baseline']}` at the same size. Threads: "
+        f"{s['threads'] or 'backend default'}.",
+        f"- Versions: {versions}.",
+    ]
+    lines += [f"- {note}" for note in results.get("notes", [])]
+    video = results.get("video")
+    if video:
+        lines += ["", "Video end-to-end" + (f" ({video['video']}): {video['status']}" if video["status"] != "ok" else
+                  f" ({video['video']}, {video['backend_name']}, batch {video['batch']}, {video['frames']} frames "
+                  f"{video['size'][1]}x{video['size'][0]}): **{video['end_to_end_fps']:.2f} fps** end-to-end vs "
+                  f"{video['inference_only_fps']:.2f} fps inference-only "
+                  f"({100 * video['end_to_end_vs_inference']:.0f}%); busy seconds per stage: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in video["stage_busy_s"].items()) + ".")]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> None:
+    """Horizontal bars: p50 ms per frame by backend, one panel per size, log scale, p90 as a tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results["cases"] if r["status"] == "ok"]
+    sizes = list(dict.fromkeys(r["size"] for r in ok))
+    if not sizes:
+        raise CgDeployError("no successful case to plot")
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(8, 1.2 + 0.38 * max(len([r for r in ok if r["size"] == s])
+                                                                         for s in sizes) * len(sizes)),
+                             squeeze=False)
+    for ax, size in zip(axes[:, 0], sizes, strict=True):
+        rows = sorted((r for r in ok if r["size"] == size), key=lambda r: -r["ms_per_frame"])
+        labels = [f"{r['backend_name'] or r['backend']} b{r['batch']}" for r in rows]
+        p50 = [r["ms_per_frame"] for r in rows]
+        ax.barh(labels, p50, color="tab:blue")
+        ax.plot([r["stats_ms"]["p90"] / r["batch"] for r in rows], labels, "k|", markersize=10, label="p90")
+        for i, v in enumerate(p50):
+            ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_title(f"{size}: latency per frame (ms, p50 bar, p90 tick)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """results.json/.csv/.md and latency.png (skipped with a note when matplotlib is missing)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+
+    def text(name: str, body: str) -> None:
+        _atomic_write(out_dir / name, lambda p: p.write_text(body))
+        written[name] = str(out_dir / name)
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_row(r) for r in results["cases"])
+    try:
+        _atomic_write(out_dir / "latency.png", lambda p: plot_latency(results, p))
+        written["latency.png"] = str(out_dir / "latency.png")
+    except ImportError as e:
+        results["notes"].append(f"latency.png not written: matplotlib is missing ({e})")
+    except CgDeployError as e:
+        results["notes"].append(f"latency.png not written: {e}")
+    text("results.csv", buf.getvalue())
+    text("results.md", to_markdown(results))
+    text("results.json", json.dumps(results, indent=1, default=str) + "\n")
+    return written
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """rich table when rich is installed, the markdown table otherwise."""
+    try:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+    except ImportError:
+        print(to_markdown(results))
+        return
+    table = Table(title="cgdeploy bench")
+    for head in TABLE_HEAD:
+        table.add_column(head, justify="left" if head in ("backend", "status", "size") else "right")
+    problems: dict[str, str] = {}
+    for row in table_rows(results):
+        if row[3] != "ok":  # the full reason once per backend below the table, not in a wrapped cell
+            problems.setdefault(row[0], row[3])
+            row[3] = row[3].split(":")[0]
+        table.add_row(*row, style=None if row[3] == "ok" else "yellow")
+    console = Console()
+    console.print(table)
+    for backend, status in problems.items():
+        console.print(f"[yellow]{escape(backend)}[/yellow]: {escape(status)}", highlight=False)

@@ -1,0 +1,239 @@
+"""`cgdeploy doctor`: what is installed, which backends/providers really load, the CPU and the GPU.
+
+"Listed" is not "works": onnxruntime-gpu lists CUDA/TensorRT providers on machines where they cannot
+start, OpenVINO accepts a bf16 hint and runs f32, `import tensorrt` succeeds with only the type stubs.
+So every backend is probed by really running a one-node graph (a 1x1 convolution, so the CUDA EP has to
+bring up cuDNN) and checking what actually ran.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyclegan_deploy.backends.base import UNAVAILABLE, available_backends, package_version, physical_cores
+
+PACKAGES = ("numpy", "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino", "av",
+            "tensorrt", "cuda-python", "cuda-bindings", "typer", "rich")
+CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_vnni": "AVX512-VNNI", "avx512_bf16": "AVX512-BF16",
+             "avx512_fp16": "AVX512-FP16", "amx_tile": "AMX", "amx_bf16": "AMX-BF16", "amx_fp16": "AMX-FP16"}
+PROBE_W = np.array([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]], dtype=np.float32)  # Conv 3->2 channels, 1x1
+
+
+# ---- a one-node ONNX model written directly as protobuf (no `onnx` package needed at runtime) --------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, value: bytes | str | int) -> bytes:
+    if isinstance(value, int):
+        return _varint(num << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(num << 3 | 2) + _varint(len(data)) + data
+
+
+def _value_info(name: str, dims: tuple[int, ...]) -> bytes:
+    shape = b"".join(_field(1, _field(1, d)) for d in dims)  # TensorShapeProto.dim.dim_value
+    tensor_type = _field(1, 1) + _field(2, shape)  # elem_type FLOAT, shape
+    return _field(1, name) + _field(2, _field(1, tensor_type))
+
+
+def probe_onnx_model() -> bytes:
+    """ModelProto: y = Conv(x[1,3,4,4], W[2,3,1,1]), opset 17, IR version 8."""
+    w = PROBE_W.reshape(2, 3, 1, 1)
+    init = (b"".join(_field(1, d) for d in w.shape) + _field(2, 1) + _field(8, "W")
+            + _field(9, w.astype("<f4").tobytes()))
+    node = _field(1, "x") + _field(1, "W") + _field(2, "y") + _field(4, "Conv")
+    graph = (_field(1, node) + _field(2, "probe") + _field(5, init) + _field(11, _value_info("x", (1, 3, 4, 4)))
+             + _field(12, _value_info("y", (1, 2, 4, 4))))
+    return _field(1, 8) + _field(7, graph) + _field(8, _field(1, "") + _field(2, 17))
+
+
+def _probe_input() -> tuple[np.ndarray, np.ndarray]:
+    x = np.arange(48, dtype=np.float32).reshape(1, 3, 4, 4) / 10.0
+    return x, np.einsum("oc,nchw->nohw", PROBE_W, x)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text[:160]}"
+
+
+# ---- probes ------------------------------------------------------------------------------------------------
+
+def probe_onnxruntime() -> list[dict[str, Any]]:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        return [{"backend": "onnxruntime", "ok": False, "detail": f"not installed ({_short(e)})"}]
+    model, (x, want) = probe_onnx_model(), _probe_input()
+    rows = []
+    used = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
+    others = [p for p in ort.get_available_providers() if p not in used]
+    for provider in [p for p in ort.get_available_providers() if p in used]:
+        so = ort.SessionOptions()
+        so.log_severity_level = 4
+        try:
+            session = ort.InferenceSession(model, sess_options=so,
+                                           providers=list(dict.fromkeys([provider, "CPUExecutionProvider"])))
+            got = session.get_providers()
+            y = session.run(None, {"x": x})[0]
+            ok = provider in got and np.allclose(y, want, atol=1e-3)
+            detail = "session runs" if ok else f"listed, but the session started only {', '.join(got)}"
+        except Exception as e:  # a provider that fails to start raises from InferenceSession
+            ok, detail = False, f"listed, but fails to start ({_short(e)})"
+        rows.append({"backend": f"onnxruntime {provider}", "ok": ok, "detail": detail})
+    if others:  # ok None: information, not a verdict
+        rows.append({"backend": "onnxruntime (other)", "ok": None, "detail": f"listed, not used: {', '.join(others)}"})
+    return rows
+
+
+def probe_openvino() -> list[dict[str, Any]]:
+    try:
+        import openvino as ov
+    except ImportError as e:
+        return [{"backend": "openvino", "ok": False, "detail": f"not installed ({_short(e)})"}]
+    core, (x, want) = ov.Core(), _probe_input()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.onnx"
+        path.write_bytes(probe_onnx_model())
+        model = core.read_model(str(path))
+        for hint in ("auto", "f32", "bf16", "f16"):
+            config = {} if hint == "auto" else {"INFERENCE_PRECISION_HINT": hint}
+            try:
+                compiled = core.compile_model(model, "CPU", config)
+                chosen = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+                y = compiled({0: x})[compiled.output(0)]
+                ok = bool(np.allclose(y, want, atol=5e-2)) and hint in ("auto", chosen)
+                detail = (f"runs; OpenVINO picks {chosen}" if hint == "auto" else
+                          "runs" if ok else f"asked {hint}, OpenVINO runs {chosen} (CPU lacks {hint} support)")
+            except Exception as e:
+                ok, detail = False, f"fails ({_short(e)})"
+            rows.append({"backend": f"openvino CPU {hint}", "ok": ok, "detail": detail})
+    rows.append({"backend": "openvino devices", "ok": None, "detail": ", ".join(core.available_devices)})
+    return rows
+
+
+def probe_torch() -> list[dict[str, Any]]:
+    try:
+        import torch
+    except ImportError as e:
+        return [{"backend": "torch", "ok": False, "detail": f"not installed ({_short(e)})"}]
+    x, want = _probe_input()
+    w = torch.from_numpy(PROBE_W.reshape(2, 3, 1, 1))
+    rows = []
+    for device in ("cpu", "cuda"):
+        if device == "cuda" and not torch.cuda.is_available():
+            build = "CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no device"
+            rows.append({"backend": "torch cuda", "ok": False, "detail": build})
+            continue
+        try:
+            y = torch.nn.functional.conv2d(torch.from_numpy(x).to(device), w.to(device)).cpu().numpy()
+            ok = bool(np.allclose(y, want, atol=1e-3))
+            name = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} threads"
+            rows.append({"backend": f"torch {device}", "ok": ok, "detail": f"runs ({name})"})
+        except Exception as e:
+            rows.append({"backend": f"torch {device}", "ok": False, "detail": f"fails ({_short(e)})"})
+    return rows
+
+
+def probe_tensorrt() -> list[dict[str, Any]]:
+    status = available_backends(["tensorrt"])["tensorrt"]
+    if status.startswith(UNAVAILABLE):
+        return [{"backend": "tensorrt", "ok": False, "detail": status[len(UNAVAILABLE):]}]
+    try:
+        import tensorrt as trt
+        from cuda.bindings import runtime as cudart
+
+        err, count = cudart.cudaGetDeviceCount()
+        if int(err) != 0 or not count:
+            return [{"backend": "tensorrt", "ok": False, "detail": f"TensorRT {trt.__version__}, CUDA: {err}"}]
+        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        ok = runtime is not None
+        return [{"backend": "tensorrt", "ok": ok, "detail": f"TensorRT {trt.__version__} runtime created"}]
+    except Exception as e:
+        return [{"backend": "tensorrt", "ok": False, "detail": f"fails ({_short(e)})"}]
+
+
+# ---- machine -----------------------------------------------------------------------------------------------
+
+def cpu_info() -> dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
+            "flags": {label: flag in flags for flag, label in CPU_FLAGS.items()}}
+
+
+def gpu_info() -> list[dict[str, str]]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        return [{"name": f"nvidia-smi failed ({_short(e)})"}]
+    keys = ("name", "driver", "memory", "compute_capability")
+    return [dict(zip(keys, (p.strip() for p in line.split(",")), strict=False))
+            for line in out.stdout.splitlines() if line.strip()]
+
+
+def collect(probe: bool = True) -> dict[str, Any]:
+    """Everything doctor shows, as plain data (the --json output)."""
+    report: dict[str, Any] = {
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "packages": {name: package_version(name) for name in PACKAGES},
+        "cpu": cpu_info(), "gpus": gpu_info(), "backends": available_backends(),
+    }
+    if probe:
+        report["probes"] = probe_onnxruntime() + probe_openvino() + probe_torch() + probe_tensorrt()
+    return report
+
+
+def render(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    cpu = report["cpu"]
+    flags = " ".join(f"{k}{'+' if v else '-'}" for k, v in cpu["flags"].items())
+    console.print(f"[bold]Python[/] {report['python']}  [bold]platform[/] {report['platform']}")
+    console.print(f"[bold]CPU[/] {cpu['model']}: {cpu['physical_cores']} physical cores, "
+                  f"{cpu['logical_cpus']} logical; {flags}")
+    gpus = report["gpus"]
+    console.print("[bold]GPU[/] " + ("; ".join(" ".join(g.values()) for g in gpus) if gpus else "none (no nvidia-smi)"))
+    packages = Table("package", "version", title="Packages")
+    for name, version in report["packages"].items():
+        packages.add_row(name, version or "[dim]not installed[/]")
+    console.print(packages)
+    table = Table("backend", "loads", "detail", title="Backends (probed by running a 1-node graph)")
+    for row in report.get("probes", []):
+        loads = "-" if row["ok"] is None else "[green]yes[/]" if row["ok"] else "[red]no[/]"
+        table.add_row(row["backend"], loads, row["detail"])
+    if "probes" not in report:
+        for name, value in report["backends"].items():
+            ok = not value.startswith(UNAVAILABLE)
+            table.add_row(name, "[green]listed[/]" if ok else "[red]no[/]", value.removeprefix(UNAVAILABLE))
+    console.print(table)

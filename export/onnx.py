@@ -1,0 +1,243 @@
+"""FP32 ONNX export (torch dynamo exporter) and structural checks of the exported graph.
+
+What the checks guard against (each seen with some exporter/version combination):
+- InstanceNorm2d decomposed into a training-mode BatchNormalization or a ReduceMean/Sub/Pow chain, which
+  TensorRT and the FP16 pass treat differently from a native InstanceNormalization;
+- running-stat tensors left in the graph (legacy checkpoints) or as extra graph inputs;
+- ReflectionPad2d exported as constant padding (visible edges);
+- batch/height/width frozen to the example input's shape.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cyclegan_deploy.errors import ExportError
+from cyclegan_deploy.metadata import ModelMeta
+
+if TYPE_CHECKING:
+    import onnx as onnx_lib
+    from torch import nn
+
+DEFAULT_OPSET = 20  # native InstanceNormalization + Pad(reflect) since long before; 20 is what dynamo emits
+AXIS_NAMES = {0: "batch", 2: "height", 3: "width"}
+RUNNING_STAT_RE = re.compile(r"running_(mean|var)|num_batches_tracked")
+
+
+@dataclass
+class GraphReport:
+    """What check_graph saw; `problems` is empty when the graph passed."""
+
+    path: str
+    opset: int
+    op_counts: dict[str, int]
+    inputs: dict[str, list[str | int]]
+    outputs: dict[str, list[str | int]]
+    instance_norms: int
+    expected_instance_norms: int | None
+    pad_modes: list[str]
+    card: dict[str, Any] | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it onto `path` only when the block finishes without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the artifact normal permissions
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def expected_instance_norm_count(model: nn.Module) -> int:
+    from torch import nn
+
+    return sum(isinstance(m, nn.InstanceNorm2d) for m in model.modules())
+
+
+def _example_input(meta: ModelMeta) -> Any:
+    import torch
+
+    # batch 2 and a non-square size: torch.export specialises dims whose example value is 0/1, and a
+    # square example could let it unify height and width into one symbol.
+    side = max(meta.multiple, 32)
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand(2, meta.input_nc, side * 2, side * 3 if meta.multiple < 128 else side, generator=gen) * 2 - 1
+
+
+def _exporter_name() -> str:
+    import onnxscript
+    import torch
+
+    return f"torch {torch.__version__} dynamo (onnxscript {onnxscript.__version__})"
+
+
+def _rename_dynamic_axes(proto: onnx_lib.ModelProto) -> None:
+    """Replace the exporter's symbol names (s0, s53...) by batch/height/width everywhere, expressions too."""
+    graph = proto.graph
+    mapping: dict[str, str] = {}
+    for axis, dim in enumerate(graph.input[0].type.tensor_type.shape.dim):
+        if dim.dim_param and axis in AXIS_NAMES:
+            mapping[dim.dim_param] = AXIS_NAMES[axis]
+    if not mapping:
+        return
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in mapping) + r")\b")
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: mapping[m.group(1)], dim.dim_param)
+
+
+def export_onnx(model: nn.Module, meta: ModelMeta, path: Path, *, opset: int = DEFAULT_OPSET,
+                check: bool = True) -> Path:
+    """Export `model` (put in eval mode) to one self-contained ONNX file with dynamic N/H/W and the card.
+
+    The file is written to a temp name beside `path` and renamed, so `path` is never half-written.
+    Raises ExportError when the exporter fails or (with check=True) the graph fails check_graph.
+    """
+    import onnx
+    import torch
+    from torch.export import Dim
+
+    path = Path(path)
+    # eval mode is the documented export mode, also for pix2pix: batch norm uses its running stats and
+    # dropout is off (the reference's test script runs train mode unless --eval).
+    model.eval()
+    meta.mode = "eval"
+    meta.exporter = _exporter_name()
+    meta.opset = opset
+    meta.input_name, meta.output_name = "input", "output"
+    example = _example_input(meta)
+    dims = {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
+                                        input_names=["input"], output_names=["output"],
+                                        dynamic_shapes=(dims,), external_data=False, verbose=False)
+    except Exception as e:  # the exporter raises many types; the message is what the user needs
+        raise ExportError(f"{path}: torch.onnx.export (dynamo) failed for {meta.arch}: "
+                          f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from e
+    assert program is not None
+    proto = program.model_proto
+    _rename_dynamic_axes(proto)
+    del proto.metadata_props[:]
+    for key, value in meta.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = f"cgdeploy {meta.model} generator {meta.arch} ngf {meta.ngf} {meta.direction}"
+    with atomic_output(path) as tmp:
+        onnx.save_model(proto, str(tmp))
+        if check:
+            check_graph(tmp, expected_instance_norms=expected_instance_norm_count(model), norm=meta.norm,
+                        display_path=path)
+    return path
+
+
+def _shape(value: Any) -> list[str | int]:
+    return [d.dim_param if d.dim_param else int(d.dim_value) for d in value.type.tensor_type.shape.dim]
+
+
+def read_card(proto: onnx_lib.ModelProto) -> ModelMeta | None:
+    return ModelMeta.from_props({p.key: p.value for p in proto.metadata_props})
+
+
+def check_graph(path: Path, *, expected_instance_norms: int | None = None, norm: str | None = None,
+                raise_on_error: bool = True, display_path: Path | None = None) -> GraphReport:
+    """Structural checks of an exported generator graph (FP32 or FP16); raises ExportError on failure.
+
+    `norm` and the expected InstanceNormalization count come from the card when not given.
+    """
+    import onnx
+
+    path = Path(path)
+    shown = display_path or path
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as e:
+        raise ExportError(f"{shown}: not a valid ONNX model ({type(e).__name__}: {str(e)[:200]}); "
+                          "re-export it with `cgdeploy export`") from e
+    graph = proto.graph
+    card = read_card(proto)
+    norm = norm or (card.norm if card else None)
+    if expected_instance_norms is None and card is not None and norm == "instance":
+        expected_instance_norms = _instance_norms_from_card(card)
+    ops = Counter(n.op_type for n in graph.node)
+    problems: list[str] = []
+    n_in = ops.get("InstanceNormalization", 0)
+    if norm == "instance":
+        if ops.get("BatchNormalization"):
+            problems.append(f"{ops['BatchNormalization']} BatchNormalization node(s) in an instance-norm model "
+                            "(instance norm was decomposed into training-mode batch norm)")
+        if expected_instance_norms is not None and n_in != expected_instance_norms:
+            problems.append(f"{n_in} InstanceNormalization nodes, expected one per InstanceNorm2d "
+                            f"({expected_instance_norms}); the exporter decomposed some of them")
+        stats = [i.name for i in graph.initializer if RUNNING_STAT_RE.search(i.name)]
+        if stats:
+            problems.append(f"running-stat tensors left in an instance-norm graph: {', '.join(stats[:4])}")
+    for node in graph.node:
+        if node.op_type == "BatchNormalization":
+            training = next((a.i for a in node.attribute if a.name == "training_mode"), 0)
+            if training or len(node.output) > 1:
+                problems.append(f"node {node.name}: BatchNormalization in training mode (export in eval mode)")
+    pad_modes = [next((a.s.decode() for a in n.attribute if a.name == "mode"), "constant")
+                 for n in graph.node if n.op_type == "Pad"]
+    if card is not None and card.arch.startswith("resnet") and not pad_modes:
+        problems.append("no Pad nodes in a ResNet generator (ReflectionPad2d was lost)")
+    bad_pads = [m for m in pad_modes if m != "reflect"]
+    if bad_pads:
+        problems.append(f"{len(bad_pads)} Pad node(s) with mode {bad_pads[0]!r}; ReflectionPad2d must be "
+                        "Pad(mode=reflect)")
+    inputs = {i.name: _shape(i) for i in graph.input}
+    outputs = {o.name: _shape(o) for o in graph.output}
+    if list(inputs) != ["input"]:
+        problems.append(f"graph inputs {list(inputs)}: expected only 'input' (no running-stat or weight inputs)")
+    if list(outputs) != ["output"]:
+        problems.append(f"graph outputs {list(outputs)}: expected only 'output'")
+    for kind, shapes in (("input", inputs), ("output", outputs)):
+        for name, shape in shapes.items():
+            fixed = [axis for axis in (0, 2, 3) if len(shape) == 4 and isinstance(shape[axis], int)]
+            if len(shape) != 4 or fixed:
+                problems.append(f"{kind} {name!r} shape {shape}: batch/height/width must be dynamic")
+    if card is None:
+        problems.append("no cgdeploy model card in metadata_props")
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    report = GraphReport(path=str(shown), opset=opset, op_counts=dict(sorted(ops.items())), inputs=inputs,
+                         outputs=outputs, instance_norms=n_in, expected_instance_norms=expected_instance_norms,
+                         pad_modes=pad_modes, card=asdict(card) if card else None, problems=problems)
+    if problems and raise_on_error:
+        raise ExportError(f"{shown}: exported graph failed its checks: {'; '.join(problems)}. "
+                          "Re-export with opset >= 17 and torch.onnx.export(dynamo=True) in eval mode")
+    return report
+
+
+def _instance_norms_from_card(card: ModelMeta) -> int | None:
+    """InstanceNorm2d count of the reference generators, for checking a graph without its torch model."""
+    if card.arch.startswith("resnet"):
+        return 5 + 2 * card.n_blocks  # stem, 2 down, 2 per block, 2 up
+    downs = {"unet_256": 8, "unet_128": 7}.get(card.arch)
+    return None if downs is None else 2 * (downs - 2) + 1  # innermost has one, the outermost none

@@ -1,0 +1,100 @@
+"""OpenVINO IR (.xml/.bin) from the FP32 ONNX graph, with the inference precision chosen at export recorded.
+
+OpenVINO decides the arithmetic precision when the model is compiled (INFERENCE_PRECISION_HINT), not in the
+IR: its CPU plugin defaults to bf16 on AMX/AVX512-BF16 CPUs and f32 elsewhere. So the IR keeps FP32 weights
+(f16-compressed only for the f16 target) and the chosen precision is recorded three ways: the card's
+`precision`, rt_info `runtime_options/INFERENCE_PRECISION_HINT` (which compile_model applies when the caller
+sets no hint), and the sidecar `<name>.xml.json` (the model card, which the runtime's OpenVINO backend reads).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ExportError
+from cyclegan_deploy.metadata import CARD_KEY, ModelMeta
+
+# OpenVINO's precision names -> the card's
+OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def card_path(xml_path: Path) -> Path:
+    return Path(xml_path).with_name(Path(xml_path).name + ".json")
+
+
+def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "f32") -> Path:
+    """Convert the FP32 ONNX graph at `onnx_path` to `xml_path` (+ .bin + .xml.json), all renamed into place
+    only once every file is complete."""
+    import onnx
+
+    if precision not in OV_PRECISIONS:
+        raise ConfigError(f"--ov-precision {precision!r}: use one of {', '.join(OV_PRECISIONS)}")
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise BackendUnavailableError(f"OpenVINO is not installed ({e}); pip install openvino, or export with "
+                                      "--target onnx") from e
+    onnx_path, xml_path = Path(onnx_path), Path(xml_path)
+    card = ModelMeta.from_props({p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False)
+                                 .metadata_props})
+    if card is None or card.precision != "fp32":
+        raise ExportError(f"{onnx_path}: OpenVINO IR is converted from the FP32 graph with a cgdeploy model card; "
+                          "pass g_*.onnx written by `cgdeploy export`")
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as e:  # OpenVINO raises RuntimeError subclasses with long C++ traces
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{onnx_path}: OpenVINO convert_model failed ({first})") from e
+    card.precision = OV_PRECISIONS[precision]
+    card.extra = {**card.extra, "openvino_inference_precision": precision, "openvino_version": ov.__version__,
+                  "source_onnx": onnx_path.name}
+    model.set_rt_info(precision, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    model.set_rt_info(card.to_json(), [CARD_KEY])
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{xml_path.stem}.", dir=xml_path.parent))
+    try:
+        staged_xml = staging / xml_path.name
+        ov.save_model(model, str(staged_xml), compress_to_fp16=precision == "f16")
+        card_path(staged_xml).write_text(card.to_json() + "\n")
+        # .bin first, the card last: a reader that finds the .xml also finds its weights
+        for src in (staged_xml.with_suffix(".bin"), staged_xml, card_path(staged_xml)):
+            os.chmod(src, 0o644)
+            os.replace(src, xml_path.parent / src.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return xml_path
+
+
+def openvino_runner(xml_path: Path, precision: str = "f32") -> Callable[[np.ndarray], np.ndarray]:
+    """A float32 NCHW -> NCHW callable for the parity gate (one compiled model per input shape)."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(xml_path))
+    compiled: dict[tuple[int, ...], Any] = {}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        shape = tuple(x.shape)
+        if shape not in compiled:
+            model.reshape({model.inputs[0].get_any_name(): list(shape)})
+            compiled[shape] = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+        request = compiled[shape].create_infer_request()
+        request.infer({0: x})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    return run
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether this CPU's OpenVINO plugin can run `precision` (bf16 needs AVX512-BF16/AMX; f16 AMX-FP16)."""
+    import openvino as ov
+
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return precision == "f32" or {"bf16": "BF16", "f16": "FP16"}[precision] in caps

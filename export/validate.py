@@ -1,0 +1,233 @@
+"""Parity gate: the exported artifact must compute what the PyTorch FP32 generator computes.
+
+Reference: the torch model in FP32 on CPU. Candidate: ONNX Runtime CPU on the .onnx file (the FP32 graph,
+or the FP16 graph: ORT CPU inserts casts around FP16 convolutions and runs them in FP32, so on CPU the FP16
+gate measures weight rounding, not FP16 arithmetic — precision.py's safety report simulates that).
+Numbers: max abs error and PSNR on the [-1, 1] outputs (peak-to-peak 2), max uint8 pixel difference after
+the reference's output mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cyclegan_deploy.errors import ParityError
+from cyclegan_deploy.frames import from_model, to_model
+from cyclegan_deploy.metadata import ModelMeta
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Measured on the 2-core dev machine (ORT 1.32, torch 2.13): tiny ResNet ~1.4e-6, full ResNet-9 ngf 64
+# at 256x256 ~4e-6 (FACTS.md: 3.8e-6). 1e-4 leaves 25x headroom for other CPUs' kernels while still
+# catching a single perturbed weight.
+FP32_MAX_ABS = 1e-4
+# FP16 graph on ORT CPU: weight rounding only, ~70 dB measured; 40 dB is the design's gate for any FP16/bf16
+# candidate (visually lossless, one or two uint8 levels).
+FP16_MIN_PSNR = 40.0
+
+
+@dataclass
+class ParityCase:
+    shape: list[int]
+    max_abs: float
+    mean_abs: float
+    psnr_db: float
+    max_uint8_diff: int
+
+
+@dataclass
+class ParityReport:
+    artifact: str
+    reference: str
+    candidate: str
+    precision: str
+    seed: int
+    cases: list[ParityCase]
+    max_abs: float
+    min_psnr_db: float
+    max_uint8_diff: int
+    tolerance: dict[str, float]
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    note: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        sizes = ", ".join("x".join(map(str, c.shape)) for c in self.cases)
+        return (f"parity {verdict} {Path(self.artifact).name} ({self.candidate} vs {self.reference}) on {sizes}: "
+                f"max abs {self.max_abs:.3g}, min PSNR {self.min_psnr_db:.1f} dB, "
+                f"max uint8 diff {self.max_uint8_diff}")
+
+
+def psnr(reference: np.ndarray, candidate: np.ndarray, peak_to_peak: float = 2.0) -> float:
+    mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(peak_to_peak**2 / mse)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityCase:
+    if reference.shape != candidate.shape:
+        raise ParityError(f"candidate output shape {candidate.shape} != reference {reference.shape}")
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    u8 = np.abs(from_model(reference).astype(np.int16) - from_model(candidate).astype(np.int16))
+    return ParityCase(shape=list(reference.shape), max_abs=float(diff.max()), mean_abs=float(diff.mean()),
+                      psnr_db=psnr(reference, candidate), max_uint8_diff=int(u8.max()))
+
+
+def sample_images(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Seeded uint8 RGB 'images' (N,H,W,3): smooth colour fields plus fine noise, so both the flat-region
+    and the edge statistics an instance norm sees are exercised — closer to photos than white noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(batch, max(2, height // 8), max(2, width // 8), 3))
+    rows = np.linspace(0, coarse.shape[1] - 1, height)
+    cols = np.linspace(0, coarse.shape[2] - 1, width)
+    r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    r1, c1 = np.minimum(r0 + 1, coarse.shape[1] - 1), np.minimum(c0 + 1, coarse.shape[2] - 1)
+    fr, fc = (rows - r0)[None, :, None, None], (cols - c0)[None, None, :, None]
+    top = coarse[:, r0][:, :, c0] * (1 - fc) + coarse[:, r0][:, :, c1] * fc
+    bottom = coarse[:, r1][:, :, c0] * (1 - fc) + coarse[:, r1][:, :, c1] * fc
+    smooth = top * (1 - fr) + bottom * fr
+    noisy = smooth + rng.normal(0, 12, size=smooth.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def default_sizes(meta: ModelMeta) -> list[tuple[int, int]]:
+    """The training size (rounded to the model's multiple) and a non-square size that is also a multiple:
+    64 -> 64x64 and 48x80; 256 -> 256x256 and 192x320; unet_128 -> 128x128 and 128x256."""
+    m = meta.multiple
+    side = max(m, -(-meta.train_size // m) * m)
+    if m >= 64:  # U-Nets: the only non-square option that keeps the multiple is doubling one side
+        return [(side, side), (side, 2 * side)]
+
+    def rounded(x: float) -> int:
+        return max(m, int(round(x / m)) * m)
+
+    return [(side, side), (rounded(side * 3 / 4), rounded(side * 5 / 4))]
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+            "machine": platform.machine()}
+
+
+def torch_reference(model: nn.Module, batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(batch).float()).numpy()
+
+
+def ort_session(onnx_path: Path, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+
+def validate_onnx(model: nn.Module, meta: ModelMeta, onnx_path: Path, *,
+                  sizes: list[tuple[int, int]] | None = None, batch: int = 2, seed: int = 0,
+                  precision: str | None = None, max_abs: float | None = None, min_psnr: float | None = None,
+                  report_path: Path | None = None, raise_on_fail: bool = True, echo: bool = True,
+                  ) -> ParityReport:
+    """Run torch FP32 and ORT CPU on the same seeded images (every size at `batch`), write + print the report.
+
+    Default report path: `<artifact without .onnx>.parity.json` beside the artifact. Tolerance: FP32 graph
+    max abs <= FP32_MAX_ABS; FP16 graph PSNR >= FP16_MIN_PSNR. Raises ParityError beyond tolerance.
+    """
+    onnx_path = Path(onnx_path)
+    precision = precision or ("fp16" if onnx_path.name.endswith(".fp16.onnx") else "fp32")
+    note = "FP32 graph on ONNX Runtime CPU vs PyTorch FP32 CPU"
+    if precision != "fp32":
+        note = ("FP16 graph on ONNX Runtime CPU vs PyTorch FP32: ORT CPU runs FP16 convolutions in FP32 (it "
+                "inserts casts), so this measures FP16 weight rounding only, not FP16 arithmetic; see the FP16 "
+                "safety report for simulated FP16 arithmetic")
+    session = ort_session(onnx_path)
+    in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([out_name], {in_name: x})[0])
+
+    return validate_candidate(model, meta, run, artifact=onnx_path, candidate="onnxruntime-cpu",
+                              precision=precision, note=note, sizes=sizes, batch=batch, seed=seed, max_abs=max_abs,
+                              min_psnr=min_psnr, report_path=report_path, raise_on_fail=raise_on_fail, echo=echo)
+
+
+def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndarray], np.ndarray], *,
+                       artifact: Path, candidate: str, precision: str, note: str = "",
+                       sizes: list[tuple[int, int]] | None = None, batch: int = 2, seed: int = 0,
+                       max_abs: float | None = None, min_psnr: float | None = None,
+                       report_path: Path | None = None, raise_on_fail: bool = True, echo: bool = True,
+                       ) -> ParityReport:
+    """The gate for any runner of float32 NCHW [-1,1] batches (ORT, OpenVINO, a TensorRT backend...)."""
+    artifact = Path(artifact)
+    if precision == "fp32":
+        tolerance = {"max_abs": FP32_MAX_ABS if max_abs is None else max_abs}
+    else:
+        tolerance = {"min_psnr_db": FP16_MIN_PSNR if min_psnr is None else min_psnr}
+        if max_abs is not None:
+            tolerance["max_abs"] = max_abs
+    cases = []
+    for i, (h, w) in enumerate(sizes or default_sizes(meta)):
+        x = to_model(sample_images(batch, h, w, seed + i))
+        cases.append(compare(torch_reference(model, x), run(x)))
+    worst_abs = max(c.max_abs for c in cases)
+    worst_psnr = min(c.psnr_db for c in cases)
+    failures = []
+    if "max_abs" in tolerance and worst_abs > tolerance["max_abs"]:
+        failures.append(f"max abs {worst_abs:.3g} > {tolerance['max_abs']:.3g}")
+    if "min_psnr_db" in tolerance and worst_psnr < tolerance["min_psnr_db"]:
+        failures.append(f"PSNR {worst_psnr:.1f} dB < {tolerance['min_psnr_db']:.1f} dB")
+    report = ParityReport(artifact=str(artifact), reference="torch-fp32-cpu", candidate=candidate,
+                          precision=precision, seed=seed, cases=cases, max_abs=worst_abs, min_psnr_db=worst_psnr,
+                          max_uint8_diff=max(c.max_uint8_diff for c in cases), tolerance=tolerance,
+                          passed=not failures, failures=failures, note=note, versions=_versions())
+    report_path = report_path or parity_path(artifact)
+    write_report(report, report_path)
+    if echo:
+        print(report.summary())
+    if failures and raise_on_fail:
+        raise ParityError(f"{artifact}: parity gate failed ({'; '.join(failures)}): {candidate} does not compute "
+                          f"what the PyTorch model computes (report: {report_path.name}). Re-export; if it "
+                          "persists, report it with that file")
+    return report
+
+
+def parity_path(artifact: Path) -> Path:
+    """g_AtoB.onnx -> g_AtoB.parity.json, g_AtoB.fp16.onnx -> g_AtoB.fp16.parity.json; other artifacts keep
+    their suffix (g_AtoB.xml.parity.json, g_AtoB.plan.parity.json) so reports never overwrite each other."""
+    artifact = Path(artifact)
+    stem = artifact.name.removesuffix(".onnx") if artifact.suffix == ".onnx" else artifact.name
+    return artifact.with_name(stem + ".parity.json")
+
+
+def write_report(report: ParityReport, path: Path) -> Path:
+    from cyclegan_deploy.export.onnx import atomic_output
+
+    data = report.as_dict()
+    # JSON has no inf: a bit-exact case (PSNR inf) is written as null
+    for case in data["cases"]:
+        if math.isinf(case["psnr_db"]):
+            case["psnr_db"] = None
+    if math.isinf(data["min_psnr_db"]):
+        data["min_psnr_db"] = None
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return path

@@ -1,0 +1,295 @@
+"""The bench harness on fake and tiny backends: statistics, parity, MAC counts, result files, failure reporting.
+
+No timing assertions: only what the harness computes from the samples it gets.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cyclegan_deploy import bench
+from cyclegan_deploy.bench import BenchConfig, Spec, parse_size, parse_spec, run_bench
+from cyclegan_deploy.bench_metrics import count_macs_onnx, latency_stats, parity
+from cyclegan_deploy.bench_report import CSV_FIELDS, write_outputs
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
+from cyclegan_deploy.metadata import ModelMeta
+
+# ---- statistics and parity from known values ----------------------------------------------------------------
+
+
+def test_latency_stats_known_samples() -> None:
+    # type-7 percentiles of 1..10: position (n-1)p, linear between neighbours
+    s = latency_stats([7, 1, 10, 2, 9, 3, 8, 4, 6, 5])
+    assert s["n"] == 10
+    assert s["p50"] == pytest.approx(5.5)
+    assert s["p90"] == pytest.approx(9.1)
+    assert s["p99"] == pytest.approx(9.91)
+    assert (s["mean"], s["min"], s["max"]) == (pytest.approx(5.5), 1.0, 10.0)
+    assert s["std"] == pytest.approx(math.sqrt(sum((x - 5.5) ** 2 for x in range(1, 11)) / 9))
+
+
+def test_latency_stats_single_and_empty() -> None:
+    s = latency_stats([4.0])
+    assert s["p50"] == s["p99"] == s["min"] == 4.0 and s["std"] == 0.0
+    with pytest.raises(ValueError):
+        latency_stats([])
+
+
+def test_parity_known_values() -> None:
+    ref = np.zeros((3, 2, 2), np.float32)
+    out = ref.copy()
+    out[0, 0, 0] = 0.1
+    p = parity(ref, out)
+    assert p["max_abs"] == pytest.approx(0.1)
+    # mse = 0.01 / 12 over the [-1, 1] range (peak-to-peak 2)
+    assert p["psnr_db"] == pytest.approx(10 * math.log10(4 / (0.01 / 12)), rel=1e-6)
+    assert p["max_u8"] == 12  # rint(127.5)=128 (half to even), rint(140.25)=140
+    same = parity(ref, ref)
+    assert same["max_abs"] == 0.0 and same["psnr_db"] is None
+    with pytest.raises(ValueError):
+        parity(ref, ref[:2])
+
+
+def test_parse_spec_and_size() -> None:
+    s = parse_spec("openvino-bf16:num_streams=2:performance_hint=THROUGHPUT")
+    assert s.backend == "openvino-cpu" and s.precision == "bf16"
+    assert s.options == {"precision": "bf16", "num_streams": 2, "performance_hint": "THROUGHPUT"}
+    assert parse_spec("torch:compile=true").options["compile"] is True
+    assert parse_spec("openvino-f32").precision == "fp32"
+    for bad in ("openvino-int8", "torch:compile"):
+        with pytest.raises(ConfigError):
+            parse_spec(bad)
+    assert parse_size("720x1280") == (720, 1280)
+    for bad in ("720", "1x5", "axb"):
+        with pytest.raises(ConfigError):
+            parse_size(bad)
+
+
+# ---- MAC counting ---------------------------------------------------------------------------------------------
+
+
+def _conv_graph(path: Path) -> Path:
+    """Conv(3->4, k3, p1) -> ConvTranspose(4->2, k3, s2, p1, op1) -> Conv(2->2, k1, group 2), dynamic N/H/W."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in (("w1", (4, 3, 3, 3)), ("w2", (4, 2, 3, 3)), ("w3", (2, 1, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["a", "w2"], ["b"], strides=[2, 2], pads=[1, 1, 1, 1],
+                              output_padding=[1, 1]),
+             helper.make_node("Conv", ["b", "w3"], ["y"], group=2)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, None, None])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+    return path
+
+
+def _hand_macs(h: int, w: int) -> tuple[int, int]:
+    conv1 = h * w * 4 * 3 * 9  # out pixels x Cout x Cin x k^2
+    convt_real = h * w * 4 * 2 * 9  # in pixels x Cin x Cout x k^2
+    convt_dense = (2 * h) * (2 * w) * 2 * 4 * 9  # out pixels x Cout x Cin x k^2
+    conv3 = (2 * h) * (2 * w) * 2 * 1 * 1  # groups=2: Cin/g = 1
+    return conv1 + convt_real + conv3, conv1 + convt_dense + conv3
+
+
+def test_mac_count_of_hand_built_graph(tmp_path: Path) -> None:
+    path = _conv_graph(tmp_path / "conv.onnx")
+    real, dense = _hand_macs(8, 12)
+    assert count_macs_onnx(path, 8, 12) == {"macs": real, "macs_dense": dense}
+    assert count_macs_onnx(path, 8, 12, batch=3)["macs"] == 3 * real
+
+
+def test_mac_count_full_resnet9_and_tiny_onnx_agree_with_torch(tiny_resnet: Any, tiny_onnx: Path) -> None:
+    pytest.importorskip("torch")
+    from cyclegan_deploy.bench_metrics import count_macs_torch
+    from cyclegan_deploy.train.models import GeneratorConfig, build_generator
+
+    model, _ = tiny_resnet
+    assert count_macs_torch(model, 36, 44) == count_macs_onnx(tiny_onnx, 36, 44)
+    # ResNet-9 ngf 64 at 256^2 by hand: c7 3->64, d 64->128, d 128->256, 18 x c3 256->256 at 64^2,
+    # u 256->128 and 128->64 (real count: input pixels), c7 64->3
+    h = 256
+    convs = h * h * 64 * 3 * 49 + (h // 2) ** 2 * 128 * 64 * 9 + (h // 4) ** 2 * 256 * 128 * 9 \
+        + 18 * (h // 4) ** 2 * 256 * 256 * 9 + h * h * 3 * 64 * 49
+    real = convs + (h // 4) ** 2 * 256 * 128 * 9 + (h // 2) ** 2 * 128 * 64 * 9
+    dense = convs + (h // 2) ** 2 * 128 * 256 * 9 + h * h * 64 * 128 * 9
+    full = build_generator(GeneratorConfig(arch="resnet_9blocks", ngf=64))
+    assert count_macs_torch(full, 256, 256) == {"macs": real, "macs_dense": dense}
+    assert round(real / 1e9, 2) == 49.55 and round(dense / 1e9, 2) == 56.80
+
+
+# ---- the harness with fake backends --------------------------------------------------------------------------
+
+
+class FakeBackend:
+    """tanh(x + offset): deterministic, cheap; `multiple` 4 like a ResNet."""
+
+    def __init__(self, name: str, offset: float = 0.0, fail_at_width: int | None = None) -> None:
+        self.name, self.offset, self.fail_at_width = name, offset, fail_at_width
+        self.meta = ModelMeta(multiple=4)
+        self.closed = False
+        self.threads = 2
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[-1] == self.fail_at_width:
+            raise RuntimeError("kernel exploded")
+        return np.tanh(batch + self.offset).astype(np.float32)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fake_loader(opened: list[FakeBackend]) -> Any:
+    def load(path: Path, spec: Spec, threads: int | None) -> FakeBackend:
+        if spec.name == "openvino-f32":
+            raise RuntimeError("could not compile")
+        if spec.name == "torch-cuda":
+            raise BackendUnavailableError("no CUDA device")
+        backend = {"onnxruntime": FakeBackend("onnxruntime-cpu"),
+                   "openvino-bf16": FakeBackend("openvino-bf16", offset=0.01, fail_at_width=44),
+                   # a "GPU" backend that quietly runs on CPU: must not be reported as a GPU result
+                   "onnxruntime-cuda": FakeBackend("onnxruntime-cpu")}[spec.name]
+        opened.append(backend)
+        return backend
+    return load
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, str], Path, list[Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    onnx_path = _conv_graph(out / "conv.onnx")
+    opened: list[FakeBackend] = []
+    # the checkpoint is never opened (fake loader) but makes torch-cuda reach the loader
+    cfg = BenchConfig(out_dir=out / "results", onnx=onnx_path, checkpoint=out / "unused.pth", reference="onnxruntime",
+                      sizes=[(30, 30), (40, 44)], batches=[1, 2],
+                      specs=["onnxruntime", "openvino-bf16", "openvino-f32", "torch-cuda", "onnxruntime-cuda",
+                             "tensorrt"], warmup=1, repeats=4, max_seconds=60)
+    results = run_bench(cfg, loader=_fake_loader(opened), log=lambda s: None)
+    written = write_outputs(results, cfg.out_dir)
+    return results, written, cfg.out_dir, opened
+
+
+def _case(results: dict[str, Any], backend: str, size: str, batch: int) -> dict[str, Any]:
+    (hit,) = [r for r in results["cases"] if (r["backend"], r["size"], r["batch"]) == (backend, size, batch)]
+    return hit
+
+
+def test_every_requested_case_is_reported(fake_run: Any) -> None:
+    results, _, _, opened = fake_run
+    assert len(results["cases"]) == 6 * 2 * 2  # nothing dropped
+    assert all(b.closed for b in opened)
+    for size in ("30x30", "40x44"):
+        for batch in (1, 2):
+            assert _case(results, "onnxruntime", size, batch)["status"] == "ok"
+            assert _case(results, "openvino-f32", size, batch)["status"] == "failed: RuntimeError: could not compile"
+            assert _case(results, "torch-cuda", size, batch)["status"] == "unavailable: no CUDA device"
+            fell_back = _case(results, "onnxruntime-cuda", size, batch)
+            assert fell_back["status"].startswith("unavailable:") and "onnxruntime-cpu" in fell_back["status"]
+            assert fell_back["fps"] is None and fell_back["samples_ms"] == []
+            assert _case(results, "tensorrt", size, batch)["status"].startswith("unavailable: needs --engine")
+    # a failure in one size leaves the other sizes of that backend measured
+    assert _case(results, "openvino-bf16", "40x44", 1)["status"] == "failed: RuntimeError: kernel exploded"
+    assert _case(results, "openvino-bf16", "30x30", 2)["status"] == "ok"
+
+
+def test_numbers_computed_from_samples(fake_run: Any) -> None:
+    results, _, _, _ = fake_run
+    assert results["reference"] == {"spec": "onnxruntime", "status": "ok: onnxruntime-cpu"}
+    r = _case(results, "openvino-bf16", "30x30", 2)
+    assert (r["run_height"], r["run_width"]) == (32, 32)  # rounded up to the backend's multiple
+    assert len(r["samples_ms"]) == r["stats_ms"]["n"] == 4
+    assert r["stats_ms"]["p50"] == pytest.approx(latency_stats(r["samples_ms"])["p50"], rel=1e-4)
+    assert r["fps"] == pytest.approx(2 * 1e3 / r["stats_ms"]["p50"])
+    assert r["macs_per_frame"] == _hand_macs(32, 32)[0]
+    assert r["gflops"] == pytest.approx(2 * r["macs_per_frame"] * 2 / (r["stats_ms"]["p50"] / 1e3) / 1e9)
+    assert results["model"]["macs"]["32x32"]["from"] == "onnx"
+    # parity against the reference backend's output on the same frame
+    x = bench.make_input(1, 32, 32, 0)[0]
+    expected = parity(np.tanh(x), np.tanh(x + 0.01))
+    assert r["max_abs"] == pytest.approx(expected["max_abs"]) and r["psnr_db"] == pytest.approx(expected["psnr_db"])
+    ref = _case(results, "onnxruntime", "30x30", 2)
+    assert ref["speedup"] == pytest.approx(1.0) and ref["max_abs"] == 0.0
+    assert r["speedup"] == pytest.approx(r["fps"] / ref["fps"])
+
+
+def test_result_files(fake_run: Any) -> None:
+    results, written, out, _ = fake_run
+    assert {"results.json", "results.csv", "results.md"} <= set(written)
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema"] == bench.SCHEMA
+    for key in ("created", "machine", "settings", "model", "reference", "baseline", "cases", "video", "notes"):
+        assert key in data
+    cpu = data["machine"]["cpu"]
+    assert isinstance(cpu["model"], str) and cpu["physical_cores"] >= 1 and cpu["peak_gflops"]["fp32"] > 0
+    assert isinstance(data["machine"]["versions"]["python"], str)
+    keys = set(data["cases"][0])
+    for case in data["cases"]:
+        assert set(case) == keys and isinstance(case["status"], str)
+        if case["status"] == "ok":
+            assert all(isinstance(v, float) for v in case["samples_ms"])
+            assert set(case["stats_ms"]) == {"n", "p50", "p90", "p99", "mean", "min", "max", "std"}
+            assert isinstance(case["fps"], float) and isinstance(case["max_abs"], float)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == len(results["cases"]) and tuple(rows[0]) == CSV_FIELDS
+    md = (out / "results.md").read_text()
+    assert "failed: RuntimeError: could not compile" in md and "unavailable: no CUDA device" in md
+    assert sum(line.startswith("| ") for line in md.splitlines()) == len(results["cases"]) + 1  # header + rows
+    if "latency.png" in written:
+        assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_time_budget_stops_early(tmp_path: Path) -> None:
+    cfg = BenchConfig(out_dir=tmp_path, onnx=_conv_graph(tmp_path / "c.onnx"), specs=["onnxruntime"],
+                      sizes=[(8, 8)], warmup=1, repeats=1000, max_seconds=0.0)
+    results = run_bench(cfg, loader=_fake_loader([]), log=lambda s: None)
+    (case,) = results["cases"]
+    assert case["stats_ms"]["n"] == bench.MIN_REPEATS and case["budget_truncated"] is True
+
+
+def test_unknown_spec_fails_before_running(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown bench backend"):
+        run_bench(BenchConfig(out_dir=tmp_path, specs=["onnxruntime", "tensorflow"]), loader=_fake_loader([]))
+
+
+# ---- the real CLI on the tiny model ----------------------------------------------------------------------------
+
+
+def test_cli_bench_tiny_model(tmp_path: Path, tiny_generator_file: Path, tiny_onnx: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from cyclegan_deploy.cli import main
+
+    out = tmp_path / "res"
+    rc = main(["bench", "--checkpoint", str(tiny_generator_file), "--model", str(tiny_onnx), "-o", str(out),
+               "--backends", "torch,onnxruntime,tensorrt", "--sizes", "32x36", "--batch", "1,2",
+               "--repeats", "3", "--warmup", "1", "--threads", "1"])
+    assert rc == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["reference"]["status"] == "ok: torch-cpu"
+    ort = [c for c in data["cases"] if c["backend"] == "onnxruntime"]
+    assert [c["status"] for c in ort] == ["ok", "ok"]
+    assert all(c["max_abs"] < 1e-4 for c in ort)  # ORT fp32 vs torch fp32 on the same frame
+    assert all(c["threads"] == 1 for c in ort)
+    assert data["model"]["macs"]["32x36"]["macs"] > 0
+    trt = [c for c in data["cases"] if c["backend"] == "tensorrt"]
+    assert len(trt) == 2 and all(c["status"].startswith("unavailable:") for c in trt)
+
+
+def test_cli_bench_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cyclegan_deploy.cli import main
+
+    assert main(["bench", "-o", str(tmp_path / "r")]) == 1
+    assert "give at least one of --checkpoint" in capsys.readouterr().err
+    assert main(["bench", "--model", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "r")]) == 1
+    assert "missing.onnx: no such file" in capsys.readouterr().err

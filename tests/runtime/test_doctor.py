@@ -1,0 +1,78 @@
+"""`cgdeploy doctor`: runs, reports onnxruntime CPU as really loading, JSON output parses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cyclegan_deploy import doctor
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return doctor.collect(probe=True)
+
+
+def test_probe_model_is_valid_onnx() -> None:
+    """The hand-written protobuf must be a model the onnx checker accepts (it is what every probe runs)."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load_from_string(doctor.probe_onnx_model())
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["Conv"]
+    weights = onnx.numpy_helper.to_array(model.graph.initializer[0])
+    np.testing.assert_array_equal(weights.reshape(2, 3), doctor.PROBE_W)
+
+
+def test_doctor_reports_onnxruntime_cpu_loading(report: dict[str, Any]) -> None:
+    pytest.importorskip("onnxruntime")
+    rows = {r["backend"]: r for r in report["probes"]}
+    assert rows["onnxruntime CPUExecutionProvider"]["ok"] is True
+    assert rows["onnxruntime CPUExecutionProvider"]["detail"] == "session runs"
+
+
+def test_doctor_machine_and_packages(report: dict[str, Any]) -> None:
+    import onnxruntime
+
+    assert report["packages"]["onnxruntime"] == onnxruntime.__version__
+    assert report["packages"]["numpy"] == np.__version__
+    cpu = report["cpu"]
+    assert cpu["physical_cores"] >= 1 and set(cpu["flags"]) >= {"AVX2", "AVX-512F", "AMX-BF16"}
+    assert isinstance(report["gpus"], list)
+    assert all(set(r) == {"backend", "ok", "detail"} for r in report["probes"])
+
+
+def test_doctor_openvino_bf16_verdict_matches_cpu_flags(report: dict[str, Any]) -> None:
+    pytest.importorskip("openvino")
+    rows = {r["backend"]: r for r in report["probes"]}
+    flags = report["cpu"]["flags"]
+    assert rows["openvino CPU f32"]["ok"] is True
+    assert rows["openvino CPU bf16"]["ok"] is (flags["AMX-BF16"] or flags["AVX512-BF16"])
+
+
+def test_doctor_probe_catches_provider_that_does_not_start(monkeypatch) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    real = ort.InferenceSession
+
+    class CpuOnly(real):
+        def __init__(self, model: Any, sess_options: Any = None, providers: Any = None) -> None:
+            super().__init__(model, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", CpuOnly)
+    rows = {r["backend"]: r for r in doctor.probe_onnxruntime()}
+    assert rows["onnxruntime CUDAExecutionProvider"]["ok"] is False
+    assert "started only CPUExecutionProvider" in rows["onnxruntime CUDAExecutionProvider"]["detail"]
+
+
+def test_doctor_cli_json_and_table(capsys) -> None:
+    from cyclegan_deploy.cli import main
+
+    assert main(["doctor", "--json", "--no-probe"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "probes" not in data and "onnxruntime" in data["backends"]
+    assert main(["doctor", "--no-probe"]) == 0
+    out = capsys.readouterr().out
+    assert "Backends" in out and "onnxruntime" in out

@@ -1,0 +1,173 @@
+"""What CycleGAN and pix2pix share: networks, Adam + the reference's linear-decay schedule, AMP, the
+checkpointable state and generator files. The trainers add only their losses and their step order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from cyclegan_deploy.train.checkpoints import save_generator
+from cyclegan_deploy.train.config import TrainConfig
+from cyclegan_deploy.train.losses import ImagePool
+from cyclegan_deploy.train.models import GeneratorConfig, build_discriminator, build_generator, init_weights
+from torch import nn
+
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    """auto -> cuda when present; an explicit cuda never falls back to cpu; AMP only on CUDA."""
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise BackendUnavailableError("--device cuda: torch sees no CUDA device (this torch is "
+                                      f"{torch.__version__}); use --device cpu or install a CUDA build of torch")
+    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu")
+    if cfg.amp and device.type != "cuda":
+        raise ConfigError("--amp needs a CUDA device (float16 autocast); drop --amp to train on the CPU")
+    return device
+
+
+def generator_config(cfg: TrainConfig) -> GeneratorConfig:
+    arch = f"resnet_{cfg.blocks}blocks" if cfg.netG.startswith("resnet") else cfg.netG
+    return GeneratorConfig(arch=arch, ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout,
+                           n_blocks=cfg.blocks if arch.startswith("resnet") else None)
+
+
+def linear_decay(cfg: TrainConfig) -> Any:
+    """The reference's LambdaRule with epoch_count 1, stepped at the end of each epoch: epochs 1..n_epochs at
+    the full lr, then epoch n_epochs + k at lr * (1 - k / (n_epochs_decay + 1))."""
+
+    def rule(epoch: int) -> float:
+        return 1.0 - max(0, epoch + 1 - cfg.epochs) / float(cfg.epochs_decay + 1)
+
+    return rule
+
+
+def set_requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+class GanModel:
+    """Base of the two trainers. Subclasses fill nets/optimizers/pools and implement `optimize`."""
+
+    loss_names: ClassVar[tuple[str, ...]] = ()
+    visual_names: ClassVar[tuple[str, ...]] = ()
+    generators: ClassVar[dict[str, str]] = {}  # net name -> file tag (latest_net_<tag>.pth) for the A->B side
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.gcfg = generator_config(cfg)
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.pools: dict[str, ImagePool] = {}
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
+        self.visuals: dict[str, torch.Tensor] = {}
+
+    # --- construction helpers ---
+    def _generator(self) -> nn.Module:
+        net = build_generator(self.gcfg)
+        init_weights(net, self.cfg.init_gain)
+        return net.to(self.device)
+
+    def _discriminator(self, input_nc: int) -> nn.Module:
+        net = build_discriminator(input_nc, self.cfg.ndf, self.cfg.netD, self.cfg.n_layers_D, self.cfg.norm)
+        init_weights(net, self.cfg.init_gain)
+        return net.to(self.device)
+
+    def _adam(self, *nets: nn.Module) -> torch.optim.Optimizer:
+        params = [p for net in nets for p in net.parameters()]
+        return torch.optim.Adam(params, lr=self.cfg.lr, betas=(self.cfg.beta1, 0.999))
+
+    def _finish_setup(self) -> None:
+        rule = linear_decay(self.cfg)
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, rule) for name, opt in self.optimizers.items()}
+
+    # --- the step ---
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+
+    def optimize(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One training iteration on a batch; returns the named losses as floats."""
+        raise NotImplementedError
+
+    def translate(self, real_a: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The visuals for a sample grid, computed without touching training state."""
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    @property
+    def lr(self) -> float:
+        return float(next(iter(self.optimizers.values())).param_groups[0]["lr"])
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Eval mode (batch-norm running stats untouched, no dropout draws) for samples and evaluation."""
+        modes = {name: net.training for name, net in self.nets.items()}
+        for net in self.nets.values():
+            net.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for name, net in self.nets.items():
+                net.train(modes[name])
+
+    # --- state: tensors/ints/floats/lists/dicts only, so weights_only=True loads it ---
+    def state_dict(self) -> dict[str, Any]:
+        return {"nets": {k: v.state_dict() for k, v in self.nets.items()},
+                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+                "pools": {k: v.state_dict() for k, v in self.pools.items()},
+                "scaler": self.scaler.state_dict() if self.cfg.amp else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for group, target in (("nets", self.nets), ("optimizers", self.optimizers), ("schedulers", self.schedulers)):
+            if set(state[group]) != set(target):
+                raise ConfigError(f"checkpoint has {group} {sorted(state[group])}, this model {sorted(target)}")
+            for name, obj in target.items():
+                obj.load_state_dict(state[group][name])
+        for name, pool in self.pools.items():
+            pool.load_state_dict(state["pools"][name], self.device)
+        if self.cfg.amp and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def save_generators(self, run_dir: Path, prefix: str) -> list[Path]:
+        """<prefix>_net_<tag>.pth for each generator, with the model card load_generator/export read."""
+        paths = []
+        for name, (tag, direction) in self.generator_files().items():
+            path = run_dir / f"{prefix}_net_{tag}.pth"
+            meta = self.cfg.to_meta(arch=self.gcfg.arch, direction=direction, model=self.cfg.model,
+                                    train_size=self.cfg.crop_size)
+            save_generator(self.nets[name], meta, path)
+            paths.append(path)
+        return paths
+
+    def generator_files(self) -> dict[str, tuple[str, str]]:
+        """net name -> (file tag, direction it maps), honouring --direction BtoA (which swaps the domains)."""
+        raise NotImplementedError
+
+    @property
+    def generator_AtoB(self) -> nn.Module:
+        """The generator that maps the data root's A folder to its B folder."""
+        raise NotImplementedError
+
+
+def flip_direction(direction: str) -> str:
+    return "BtoA" if direction == "AtoB" else "AtoB"

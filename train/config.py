@@ -1,0 +1,196 @@
+"""Training options. Defaults are the reference implementation's (junyanz/pytorch-CycleGAN-and-pix2pix,
+base_options.py / train_options.py), so a run with no options is a reference run.
+
+Torch-free on purpose: the CLI builds and validates a config before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from cyclegan_deploy.errors import ConfigError
+from cyclegan_deploy.metadata import ARCHS, ModelMeta, size_multiple
+
+MODELS = ("cyclegan", "pix2pix")
+PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+NORMS = ("instance", "batch", "none")
+NETDS = ("basic", "n_layers", "pixel")
+GAN_MODES = ("lsgan", "vanilla")
+DEVICES = ("auto", "cpu", "cuda")
+DIRECTIONS = ("AtoB", "BtoA")
+CONFIG_NAME = "config.json"
+
+# Values that differ between the two models in the reference (pix2pix sets them in its
+# modify_commandline_options); `TrainConfig.for_model` applies them unless given explicitly.
+PIX2PIX_DEFAULTS: dict[str, Any] = {"netG": "unet_256", "norm": "batch", "dropout": True, "gan_mode": "vanilla",
+                                    "pool_size": 0, "lambda_L1": 100.0}
+
+
+@dataclass
+class TrainConfig:
+    model: str = "cyclegan"
+    dataroot: str = ""
+    run_dir: str = ""
+    direction: str = "AtoB"
+    # data: the reference resizes to 286 and random-crops 256 (a small translation augmentation)
+    load_size: int = 286
+    crop_size: int = 256
+    preprocess: str = "resize_and_crop"
+    no_flip: bool = False
+    batch_size: int = 1
+    num_workers: int = 4  # the reference's num_threads
+    # schedule: n_epochs at the initial lr, then n_epochs_decay with lr falling linearly (LambdaRule)
+    epochs: int = 100
+    epochs_decay: int = 100
+    # networks
+    netG: str = "resnet_9blocks"
+    n_blocks: int | None = None  # None: from netG (resnet_<n>blocks); set to override the block count
+    ngf: int = 64
+    ndf: int = 64
+    netD: str = "basic"
+    n_layers_D: int = 3
+    norm: str = "instance"
+    dropout: bool = False
+    init_gain: float = 0.02
+    # optimisation
+    lr: float = 0.0002
+    beta1: float = 0.5
+    gan_mode: str = "lsgan"
+    pool_size: int = 50  # history of generated images shown to D (Shrivastava et al.); 0 disables
+    lambda_A: float = 10.0  # cycle A->B->A
+    lambda_B: float = 10.0  # cycle B->A->B
+    lambda_identity: float = 0.5  # identity loss weight, relative to lambda_A/B
+    lambda_L1: float = 100.0  # pix2pix only
+    # run
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False  # float16 autocast + GradScaler; CUDA only
+    save_every: int = 5  # write <epoch>_net_G*.pth every N epochs (the reference's save_epoch_freq)
+    max_minutes: float | None = None  # stop (resumably) after this much wall-clock time
+    samples: int = 4  # images per sample grid
+
+    @classmethod
+    def for_model(cls, model: str = "cyclegan", **overrides: Any) -> TrainConfig:
+        """Config with the model's reference defaults; explicit overrides win (None means "default")."""
+        if model not in MODELS:
+            raise ConfigError(f"unknown --model {model!r}; use cyclegan or pix2pix")
+        values: dict[str, Any] = dict(PIX2PIX_DEFAULTS) if model == "pix2pix" else {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["model"] = model
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    @property
+    def blocks(self) -> int:
+        if self.n_blocks is not None:
+            return self.n_blocks
+        if self.netG.startswith("resnet_") and self.netG.endswith("blocks"):
+            return int(self.netG[len("resnet_"):-len("blocks")])
+        return 0
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.epochs_decay
+
+    def validate(self) -> None:
+        """Reject impossible combinations early, with the option to change."""
+        choices = {"model": MODELS, "preprocess": PREPROCESS, "norm": NORMS, "netD": NETDS, "gan_mode": GAN_MODES,
+                   "device": DEVICES, "direction": DIRECTIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                value = getattr(self, name)
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r}: use one of {', '.join(allowed)}")
+        resnet = self.netG.startswith("resnet_") and self.netG.endswith("blocks")
+        if not resnet and self.netG not in ARCHS:
+            raise ConfigError(f"--arch {self.netG!r}: use resnet_<n>blocks (e.g. {', '.join(ARCHS)})")
+        if resnet:
+            try:
+                int(self.netG[len("resnet_"):-len("blocks")])
+            except ValueError:
+                raise ConfigError(f"--arch {self.netG!r}: the block count must be a number, "
+                                  "e.g. resnet_6blocks") from None
+        positive = ("load_size", "crop_size", "batch_size", "ngf", "ndf", "n_layers_D", "save_every", "samples")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "epochs_decay", "num_workers", "pool_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.total_epochs < 1:
+            raise ConfigError("--epochs + --epochs-decay must be at least 1")
+        if self.n_blocks is not None and self.n_blocks < 0:
+            raise ConfigError(f"--n-blocks must be >= 0, got {self.n_blocks}")
+        if self.preprocess in ("resize_and_crop", "scale_width_and_crop") and self.crop_size > self.load_size:
+            raise ConfigError(f"--crop-size {self.crop_size} is larger than --load-size {self.load_size}; "
+                              "crop a smaller patch or load larger")
+        multiple = self.multiple
+        if self.preprocess != "none" and self.crop_size % multiple:
+            raise ConfigError(f"--crop-size {self.crop_size} is not a multiple of {multiple}, which {self.netG} "
+                              f"needs; use e.g. {max(multiple, self.crop_size // multiple * multiple)}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"--max-minutes must be > 0, got {self.max_minutes}")
+
+    @property
+    def multiple(self) -> int:
+        return 4 if self.netG.startswith("resnet") else size_multiple(self.netG)
+
+    def to_meta(self, **overrides: Any) -> ModelMeta:
+        """The model card written into every generator file this run saves."""
+        meta = ModelMeta(arch=self.netG, ngf=self.ngf, n_blocks=self.blocks, norm=self.norm, dropout=self.dropout,
+                         model=self.model, direction=self.direction, multiple=self.multiple,
+                         train_size=self.crop_size)
+        for key, value in overrides.items():
+            if not hasattr(meta, key):
+                raise ConfigError(f"model card has no field {key!r}")
+            setattr(meta, key, value)
+        return meta
+
+    # --- JSON round trip (RUN_DIR/config.json) ---
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config has unknown key(s) {', '.join(unknown)}; it was written by another version")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write RUN_DIR/config.json atomically (temp file + rename)."""
+        path = Path(run_dir) / CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(self.to_json() + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainConfig:
+        path = Path(run_dir) / CONFIG_NAME
+        if not path.is_file():
+            raise ConfigError(f"{path}: not found; is {run_dir} a run dir written by `cgdeploy train`?")
+        try:
+            return cls.from_json(path.read_text())
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ConfigError(f"{path}: unreadable training config ({e}); delete the run dir or fix the file") from e

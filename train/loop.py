@@ -1,0 +1,289 @@
+"""The training loop both trainers share: epochs, checkpoints (resumable to the bit), logs, samples, progress,
+Ctrl-C and a wall-clock budget.
+
+Exact resume rests on three things: the data order and per-sample randomness come from (seed, epoch, index)
+(see data.py), the image pools draw from their own checkpointed RNGs, and the global torch/numpy/python RNG
+states are saved with the weights, optimizers and schedulers. A run split anywhere at an iteration boundary
+(epoch end, Ctrl-C, --max-minutes) and resumed gives the same losses and weights as an unsplit one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from cyclegan_deploy.train.base import GanModel, resolve_device
+from cyclegan_deploy.train.checkpoints import atomic_save, safe_load
+from cyclegan_deploy.train.config import CONFIG_NAME, TrainConfig
+from cyclegan_deploy.train.cyclegan import CycleGAN
+from cyclegan_deploy.train.data import EpochSampler, build_dataset, make_loader, sample_seed
+from cyclegan_deploy.train.losses import python_rng_state, set_python_rng_state
+from cyclegan_deploy.train.pix2pix import Pix2Pix
+from cyclegan_deploy.train.runlog import LOSSES_CSV, LOSSES_PNG, LossLog, plot_losses, save_grid
+from cyclegan_deploy.train.synthetic import evaluate_synthetic, is_synthetic
+
+from cyclegan_deploy.errors import CheckpointError, ConfigError
+from cyclegan_deploy.frames import from_model
+
+TRAINERS: dict[str, type[GanModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix}
+STATE_FORMAT = "cgdeploy-train-state"
+CHECKPOINT = Path("checkpoints") / "latest.pt"
+SYNTHETIC_EVAL = "synthetic_eval.json"
+# options that may change when a run is resumed; anything else would make it a different run
+RESUMABLE = frozenset({"dataroot", "run_dir", "epochs", "epochs_decay", "max_minutes", "num_workers", "device",
+                       "save_every", "samples"})
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    iterations: int
+    elapsed_s: float
+    stopped_early: bool
+    last_losses: dict[str, float] = field(default_factory=dict)
+    synthetic: dict[str, Any] | None = None
+
+
+def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
+    """The run's saved config with the given overrides (None = keep); only RESUMABLE options may change."""
+    cfg = TrainConfig.load(run_dir)
+    changed = {k: v for k, v in overrides.items() if v is not None and getattr(cfg, k, object()) != v}
+    fixed = sorted(k for k in changed if k not in RESUMABLE)
+    if fixed:
+        raise ConfigError(f"{Path(run_dir) / CONFIG_NAME}: --resume keeps the run's settings, but "
+                          f"{', '.join('--' + k.replace('_', '-') for k in fixed)} differ; drop them, or start a new "
+                          "run in another folder")
+    data = cfg.to_dict() | changed
+    data["run_dir"] = str(run_dir)
+    return TrainConfig.from_dict(data)
+
+
+# --- RNG state as plain tensors/ints/lists (weights_only-loadable) ---
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": python_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    set_python_rng_state(None, state["python"])
+
+
+# --- Ctrl-C ---
+
+class StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step (then it saves and raises
+    KeyboardInterrupt); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# --- progress ---
+
+def _progress(enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class SpeedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed:.2f} it/s" if task.speed else "-- it/s", style="progress.data.speed")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), SpeedColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=Console(stderr=True), disable=not enabled)
+
+
+# --- the loop ---
+
+class _Run:
+    """State of one train() call: the model, its counters and the run-dir writers."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool, log: Log | None) -> None:
+        self.cfg, self.log = cfg, log or (lambda _msg: None)
+        self.run_dir = Path(cfg.run_dir)
+        self.ckpt_path = self.run_dir / CHECKPOINT
+        if not cfg.run_dir:
+            raise ConfigError("no run dir given; pass -o RUN_DIR")
+        if resume and not self.ckpt_path.is_file():
+            raise ConfigError(f"{self.ckpt_path}: no checkpoint to resume; train without --resume first")
+        if not resume and self.ckpt_path.is_file():
+            raise ConfigError(f"{self.run_dir}: already holds a run; pass --resume to continue it, or choose a new -o")
+        self.device = resolve_device(cfg)
+        self.dataset = build_dataset(cfg)  # before anything is written: bad data fails fast
+        seed_everything(cfg.seed)
+        self.model = TRAINERS[cfg.model](cfg, self.device)
+        self.epoch, self.samples_done, self.iteration = 1, 0, 0
+        if resume:
+            self._restore(safe_load(self.ckpt_path))
+        cfg.save(self.run_dir)
+        n = min(cfg.samples, len(self.dataset))
+        fixed = [self.dataset[(i, sample_seed(cfg.seed, 0, i))] for i in range(n)]
+        self.sample_a = torch.stack([f["A"] for f in fixed]).to(self.device)
+        self.sample_b = torch.stack([f["B"] for f in fixed]).to(self.device)
+
+    def _restore(self, state: Any) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{self.ckpt_path}: not a training checkpoint of cgdeploy; cannot resume from it")
+        saved = state["config"]
+        differing = sorted(f.name for f in fields(TrainConfig)
+                           if f.name not in RESUMABLE and saved.get(f.name) != getattr(self.cfg, f.name))
+        if differing:
+            raise ConfigError(f"{self.ckpt_path}: saved with different {', '.join(differing)}; resume with the run's "
+                              "own settings (see config.json)")
+        self.model.load_state_dict(state["model"])
+        self.epoch, self.samples_done = int(state["epoch"]), int(state["epoch_samples"])
+        self.iteration = int(state["iteration"])
+        set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        atomic_save({"format": STATE_FORMAT, "version": 1, "config": self.cfg.to_dict(), "epoch": self.epoch,
+                     "epoch_samples": self.samples_done, "iteration": self.iteration,
+                     "model": self.model.state_dict(), "rng": rng_state()}, self.ckpt_path)
+
+    def save_samples(self, name: str) -> None:
+        vis = self.model.translate(self.sample_a, self.sample_b)
+        tiles = {k: from_model(v.cpu().numpy()) for k, v in vis.items()}
+        rows = [[tiles[k][i] for k in self.model.visual_names] for i in range(len(self.sample_a))]
+        save_grid(rows, self.run_dir / "samples" / f"{name}.png")
+
+    def end_of_epoch_outputs(self, done: int) -> None:
+        self.save_samples(f"epoch_{done:03d}")
+        self.model.save_generators(self.run_dir, "latest")
+        if done % self.cfg.save_every == 0 or done == self.cfg.total_epochs:
+            self.model.save_generators(self.run_dir, str(done))
+        self.save_checkpoint()
+        plot_losses(self.run_dir / LOSSES_CSV, self.run_dir / LOSSES_PNG, self.model.loss_names)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, log: Log | None = None,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train cfg.model on cfg.dataroot into cfg.run_dir (resume=True continues its checkpoint exactly).
+
+    Ctrl-C finishes the current step, saves a resumable checkpoint and re-raises KeyboardInterrupt;
+    cfg.max_minutes stops after that much wall-clock time the same way, but returns normally.
+    """
+    run = _Run(cfg, resume, log)
+    model, dataset = run.model, run.dataset
+    sampler = EpochSampler(len(dataset), cfg.seed)
+    loader = make_loader(dataset, cfg, sampler, pin_memory=run.device.type == "cuda")
+    losslog = LossLog(run.run_dir / LOSSES_CSV, model.loss_names, keep_until=run.iteration if resume else None)
+    per_epoch = math.ceil(len(dataset) / cfg.batch_size)
+    start, budget = time.monotonic(), (cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf)
+    stopped_early, consistent, losses = False, True, {}
+    run.log(f"training {cfg.model} on {len(dataset)} images ({per_epoch} it/epoch, {cfg.total_epochs} epochs, "
+            f"device {run.device.type}) -> {run.run_dir}")
+    bar = _progress(sys.stderr.isatty() if progress is None else progress)
+    try:
+        with StopFlag() as stop, bar:
+            task = bar.add_task("train", total=per_epoch * cfg.total_epochs, completed=run.iteration, info="")
+            while run.epoch <= cfg.total_epochs:
+                sampler.set_epoch(run.epoch, run.samples_done)
+                for batch in loader:
+                    consistent = False  # from here until the counters move, memory is mid-step
+                    losses = model.optimize(batch)
+                    run.iteration += 1
+                    run.samples_done += len(batch["A"])
+                    consistent = True
+                    losslog.write(run.epoch, run.iteration, model.lr, time.monotonic() - start, losses)
+                    bar.update(task, advance=1, description=f"epoch {run.epoch}/{cfg.total_epochs}",
+                               info=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
+                    if on_step is not None:
+                        on_step(run.iteration, losses)
+                    if run.samples_done < len(dataset) and (stop.requested or time.monotonic() - start > budget):
+                        break
+                if run.samples_done < len(dataset):  # stopped mid-epoch
+                    if stop.requested:
+                        raise KeyboardInterrupt
+                    stopped_early = True
+                    break
+                consistent = False
+                model.end_epoch()
+                run.epoch, run.samples_done = run.epoch + 1, 0
+                consistent = True
+                losslog.flush()
+                run.end_of_epoch_outputs(run.epoch - 1)
+                run.log(f"epoch {run.epoch - 1}/{cfg.total_epochs} done, iteration {run.iteration}, "
+                        f"{time.monotonic() - start:.0f} s: " + " ".join(f"{k} {v:.3f}" for k, v in losses.items()))
+                if stop.requested:
+                    raise KeyboardInterrupt
+                if run.epoch <= cfg.total_epochs and time.monotonic() - start > budget:
+                    stopped_early = True
+                    break
+    except KeyboardInterrupt:
+        losslog.flush()
+        if consistent:
+            run.save_checkpoint()
+            run.model.save_generators(run.run_dir, "latest")
+            run.log(f"interrupted at epoch {run.epoch}, iteration {run.iteration}: saved {run.ckpt_path}; "
+                    "continue with --resume")
+        raise
+    finally:
+        losslog.close()
+    if stopped_early:
+        run.save_checkpoint()
+        run.model.save_generators(run.run_dir, "latest")
+        run.save_samples(f"epoch_{run.epoch:03d}_partial")
+        plot_losses(run.run_dir / LOSSES_CSV, run.run_dir / LOSSES_PNG, model.loss_names)
+        run.log(f"time budget of {cfg.max_minutes} min reached at epoch {run.epoch}, iteration {run.iteration}: "
+                f"saved {run.ckpt_path}; continue with --resume")
+    result = TrainResult(run.run_dir, run.epoch - 1, run.iteration, time.monotonic() - start, stopped_early, losses)
+    if cfg.model == "cyclegan" and is_synthetic(cfg.dataroot):
+        result.synthetic = evaluate_synthetic(model.generator_AtoB, cfg.dataroot, str(run.device), cfg.multiple)
+        (run.run_dir / SYNTHETIC_EVAL).write_text(json.dumps(result.synthetic, indent=2) + "\n")
+    return result

@@ -1,0 +1,248 @@
+"""The built-in unpaired dataset whose true A->B mapping is known, so training quality is a number.
+
+Domain A holds procedural landscapes (sky gradient, sun, clouds, hills, houses, trees, texture). Domain B holds
+f(other landscapes), where f is a fixed colour grade: a 3x3 channel mix plus per-channel gamma, stored in
+mapping.json. B is made from *different* scenes than A, so the training data is truly unpaired; held-out
+pairs (testA, testB_true = f(testA)) measure how close G_AtoB gets to f, against the identity baseline.
+
+Everything is drawn from generators seeded by (seed, split, index): the same seed gives the same files.
+This module needs only numpy + Pillow; `evaluate_synthetic` imports torch when called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from cyclegan_deploy.errors import DataError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+MAPPING_NAME = "mapping.json"
+FORMAT = "cgdeploy-synthetic-v1"
+# A strong, smooth, invertible grade: blue sky -> rose, green grass -> teal/violet, yellow sun -> pale green.
+# Far from identity (identity scores ~12 dB), yet a per-pixel map that a small generator represents exactly.
+DEFAULT_MAPPING: dict[str, Any] = {
+    "kind": "channel_mix_gamma",
+    "formula": "y = clip(M @ x + b, 0, 1) ** gamma, per pixel, x and y RGB in [0, 1]",
+    "matrix": [[0.15, 0.15, 0.70],
+               [0.60, 0.30, 0.10],
+               [0.10, 0.65, 0.25]],
+    "bias": [0.02, 0.0, 0.03],
+    "gamma": [0.8, 1.25, 1.0],
+}
+_SPLITS = {"trainA": 1, "trainB": 2, "testA": 3}
+
+
+# --- the mapping ---
+
+def apply_mapping(img: np.ndarray, mapping: dict[str, Any] | None = None) -> np.ndarray:
+    """f: uint8 (..., 3) RGB -> uint8, the stored colour grade (computed in float64, rounded)."""
+    mapping = DEFAULT_MAPPING if mapping is None else mapping
+    if mapping.get("kind") != "channel_mix_gamma":
+        raise DataError(f"unknown synthetic mapping kind {mapping.get('kind')!r}; expected channel_mix_gamma")
+    if img.dtype != np.uint8 or img.shape[-1] != 3:
+        raise DataError(f"apply_mapping needs uint8 RGB (..., 3), got {img.dtype} {img.shape}")
+    x = img.astype(np.float64) / 255.0
+    y = x @ np.asarray(mapping["matrix"], dtype=np.float64).T + np.asarray(mapping["bias"], dtype=np.float64)
+    y = np.clip(y, 0.0, 1.0) ** np.asarray(mapping["gamma"], dtype=np.float64)
+    return np.rint(y * 255.0).astype(np.uint8)
+
+
+# --- procedural scenes ---
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    """One HSV colour (h in turns) -> RGB float in [0, 1]."""
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - int(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Value noise in [-1, 1]: a coarse random grid upsampled bilinearly (texture without a library)."""
+    grid = rng.uniform(-1.0, 1.0, (cells + 1, cells + 1))
+    pos = np.linspace(0.0, cells, size)
+    i = np.minimum(pos.astype(int), cells - 1)
+    f = pos - i
+    rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]
+    return rows[:, i] * (1 - f)[None, :] + rows[:, i + 1] * f[None, :]
+
+
+def make_scene(rng: np.random.Generator, size: int) -> np.ndarray:
+    """One landscape, uint8 (size, size, 3)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / max(size - 1, 1)
+    # sky: vertical gradient from a deep blue top to a pale horizon colour
+    top = _hsv(rng.uniform(0.55, 0.68), rng.uniform(0.5, 0.9), rng.uniform(0.55, 0.95))
+    low = _hsv(rng.uniform(0.48, 0.62), rng.uniform(0.15, 0.45), rng.uniform(0.8, 1.0))
+    img = top + (low - top) * yy[..., None]
+    # sun: soft disc, yellow to white
+    cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.08, 0.35), rng.uniform(0.05, 0.11)
+    sun = np.clip((r - np.hypot(xx - cx, yy - cy)) / (0.25 * r), 0.0, 1.0)[..., None]
+    img = img * (1 - sun) + _hsv(rng.uniform(0.11, 0.17), rng.uniform(0.2, 0.8), 1.0) * sun
+    # clouds: soft white ellipses
+    for _ in range(int(rng.integers(0, 4))):
+        ex, ey = rng.uniform(0.0, 1.0), rng.uniform(0.05, 0.4)
+        ax, ay = rng.uniform(0.08, 0.22), rng.uniform(0.03, 0.07)
+        d = ((xx - ex) / ax) ** 2 + ((yy - ey) / ay) ** 2
+        cloud = 0.85 * np.clip((1.0 - d) * 2.0, 0.0, 1.0)[..., None]
+        img = img * (1 - cloud) + rng.uniform(0.85, 1.0) * cloud
+    # ground: hills under a wavy horizon, green to olive/brown, darker towards the bottom, textured
+    horizon = rng.uniform(0.45, 0.7) + sum(
+        rng.uniform(0.01, 0.06) * np.sin(2 * np.pi * rng.uniform(0.5, 3.0) * xx[0] + rng.uniform(0, 2 * np.pi))
+        for _ in range(3))
+    ground = (yy >= horizon[None, :])[..., None]
+    g_top = _hsv(rng.uniform(0.18, 0.38), rng.uniform(0.45, 0.85), rng.uniform(0.45, 0.8))
+    g_low = g_top * rng.uniform(0.45, 0.75)
+    depth = np.clip((yy - horizon[None, :]) / np.maximum(1.0 - horizon[None, :], 1e-3), 0.0, 1.0)[..., None]
+    texture = 0.08 * _smooth_noise(rng, size, 8)[..., None]
+    img = np.where(ground, g_top + (g_low - g_top) * depth + texture, img)
+    # houses (walls + darker roof) and trees (trunk + round crown) standing on the horizon
+    for _ in range(int(rng.integers(0, 4))):
+        hx, w = rng.uniform(0.05, 0.85), rng.uniform(0.08, 0.16)
+        base = float(np.interp(hx + w / 2, xx[0], horizon)) + rng.uniform(0.0, 0.15)
+        if rng.random() < 0.5:
+            hh = rng.uniform(0.08, 0.18)
+            wall = (xx >= hx) & (xx <= hx + w) & (yy <= base) & (yy >= base - hh)
+            roof = (yy < base - hh) & (yy >= base - hh - w / 2) & (np.abs(xx - hx - w / 2) <= (yy - base + hh + w / 2))
+            img[wall] = _hsv(rng.uniform(0.0, 1.0), rng.uniform(0.1, 0.6), rng.uniform(0.5, 0.95))
+            img[roof] = _hsv(rng.uniform(0.0, 0.08), rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.6))
+        else:
+            trunk = (np.abs(xx - hx - w / 2) <= w / 8) & (yy <= base) & (yy >= base - w)
+            crown = np.hypot(xx - hx - w / 2, yy - base + w * 1.3) <= w * 0.6
+            img[trunk] = _hsv(0.07, 0.6, rng.uniform(0.25, 0.4))
+            img[crown] = _hsv(rng.uniform(0.22, 0.36), rng.uniform(0.5, 0.9), rng.uniform(0.2, 0.45))
+    img = img + rng.normal(0.0, 1.5 / 255.0, img.shape)  # sensor-like noise so flat areas are not perfectly flat
+    return np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def scene(seed: int, split: str, index: int, size: int) -> np.ndarray:
+    """The scene behind file `index` of `split` (trainA / trainB / testA), independent of every other file."""
+    return make_scene(np.random.default_rng([seed, _SPLITS[split], index]), size)
+
+
+# --- writing the dataset ---
+
+def _save_png(img: np.ndarray, path: Path) -> None:
+    Image.fromarray(img).save(path, format="PNG", compress_level=1)  # lossless: f(a) must stay exact
+
+
+def write_synthetic(out: str | Path, n_train: int = 400, n_test: int = 50, size: int = 64, seed: int = 0,
+                    mapping: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write OUT/{trainA,trainB,testA,testB_true}/*.png and OUT/mapping.json; returns OUT.
+
+    Written into a temp folder beside OUT and renamed at the end, so OUT is either complete or absent.
+    """
+    out = Path(out)
+    if n_train < 1 or n_test < 1:
+        raise DataError(f"--n-train and --n-test must be >= 1 (got {n_train}, {n_test})")
+    if size < 16:
+        raise DataError(f"--size must be >= 16 pixels, got {size}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise DataError(f"{out}: already exists and is not empty; choose a new folder or pass --force")
+    mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        for folder in ("trainA", "trainB", "testA", "testB_true"):
+            (tmp / folder).mkdir()
+        for i in range(n_train):
+            _save_png(scene(seed, "trainA", i, size), tmp / "trainA" / f"{i:06d}.png")
+            _save_png(apply_mapping(scene(seed, "trainB", i, size), mapping), tmp / "trainB" / f"{i:06d}.png")
+        for i in range(n_test):
+            a = scene(seed, "testA", i, size)
+            _save_png(a, tmp / "testA" / f"{i:06d}.png")
+            _save_png(apply_mapping(a, mapping), tmp / "testB_true" / f"{i:06d}.png")
+        card = {"format": FORMAT, "mapping": mapping, "seed": seed, "size": size, "n_train": n_train,
+                "n_test": n_test, "layout": "trainA: scenes; trainB: f(other scenes); testB_true: f(testA)"}
+        (tmp / MAPPING_NAME).write_text(json.dumps(card, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_mapping(data_root: str | Path) -> dict[str, Any]:
+    """The stored f of a synthetic data root (DataError if the root has none)."""
+    path = Path(data_root) / MAPPING_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: not found; evaluate_synthetic needs a data root written by `cgdeploy data synth`")
+    card = json.loads(path.read_text())
+    if card.get("format") != FORMAT:
+        raise DataError(f"{path}: format {card.get('format')!r} is not {FORMAT}; regenerate with `cgdeploy data synth`")
+    return dict(card["mapping"])
+
+
+def is_synthetic(data_root: str | Path) -> bool:
+    return (Path(data_root) / MAPPING_NAME).is_file()
+
+
+# --- evaluation ---
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of uint8 images over all pixels (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+
+
+def _load_pairs(data_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    dir_a, dir_b = data_root / "testA", data_root / "testB_true"
+    names = sorted(p.name for p in dir_a.glob("*.png")) if dir_a.is_dir() else []
+    if not names:
+        raise DataError(f"{dir_a}: no test images; regenerate the data root with `cgdeploy data synth`")
+    missing = [n for n in names if not (dir_b / n).is_file()]
+    if missing:
+        raise DataError(f"{dir_b}: missing {len(missing)} true outputs (e.g. {missing[0]}); regenerate the data root")
+    a = np.stack([np.asarray(Image.open(dir_a / n).convert("RGB")) for n in names])
+    b = np.stack([np.asarray(Image.open(dir_b / n).convert("RGB")) for n in names])
+    return a, b
+
+
+def translate_uint8(generator: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 16,
+                    multiple: int = 4) -> np.ndarray:
+    """Run a generator on uint8 NHWC images (reflect-padded to its multiple, cropped back) -> uint8 NHWC."""
+    import torch
+
+    from cyclegan_deploy.frames import crop, from_model, pad_to_multiple, to_model
+
+    h, w = images.shape[1:3]
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = pad_to_multiple(to_model(images[i:i + batch_size]), multiple)
+            y = generator(torch.from_numpy(x).to(device)).float().cpu().numpy()
+            outs.append(from_model(crop(y, h, w)))
+    return np.concatenate(outs)
+
+
+def evaluate_synthetic(generator: nn.Module, data_root: str | Path, device: str = "cpu",
+                       multiple: int = 4) -> dict[str, Any]:
+    """Held-out PSNR of G_AtoB(a) against the true f(a), and of the identity (a vs f(a)) as the baseline.
+
+    The generator runs in eval mode (batch-norm running stats, no dropout) and is put back in its mode after.
+    """
+    data_root = Path(data_root)
+    read_mapping(data_root)
+    a, b_true = _load_pairs(data_root)
+    was_training = generator.training
+    generator.eval()
+    try:
+        fake = translate_uint8(generator, a, device=device, multiple=multiple)
+    finally:
+        generator.train(was_training)
+    psnr_model, psnr_identity = psnr(fake, b_true), psnr(a, b_true)
+    return {"psnr_model_db": round(psnr_model, 3), "psnr_identity_db": round(psnr_identity, 3),
+            "gain_db": round(psnr_model - psnr_identity, 3), "n_images": int(len(a)),
+            "size": [int(a.shape[1]), int(a.shape[2])]}
