@@ -39,7 +39,8 @@ READERS = {"onnx": ("onnxruntime", "openvino"), "xml": ("openvino",), "engine": 
 HOW_TO_MAKE = {
     "onnxruntime": "export an .onnx with `cgdeploy export CHECKPOINT -o OUT_DIR`",
     "openvino": "pass an .onnx or an OpenVINO .xml IR (`cgdeploy export --target openvino`)",
-    "tensorrt": "build an engine with `cgdeploy export CHECKPOINT -o OUT_DIR --engine` on the GPU that runs it",
+    "tensorrt": "build an engine with `cgdeploy export CHECKPOINT -o OUT_DIR --engine` on the GPU that runs it "
+                "(or run the .onnx through TensorRT with --backend onnxruntime-trt)",
     "torch": "pass a generator .pth/.pt or a training run dir",
 }
 
@@ -100,8 +101,10 @@ def load_backend(artifact: str | Path, backend: str = "auto", device: str = "aut
             raise ConfigError(f"--backend {backend} and --device {device} disagree; give one of them")
         device = variant["device"]
     if "precision" in variant:
-        options.setdefault("precision", variant["precision"])
-    device = device.lower()
+        if options.get("precision") not in (None, variant["precision"]):
+            raise ConfigError(f"--backend {backend} and --precision {options['precision']} disagree; give one of them")
+        options["precision"] = variant["precision"]
+    device = {"gpu": "cuda", "trt": "tensorrt"}.get(device.lower(), device.lower())
     if device not in ("auto", "cpu", "cuda", "tensorrt"):
         raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
     readers = READERS[kind]

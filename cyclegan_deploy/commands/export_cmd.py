@@ -1,9 +1,59 @@
-"""Placeholder: filled in by the stage that owns these commands."""
+"""`cgdeploy export`: checkpoint -> ONNX (+ FP16, OpenVINO IR, TensorRT engine), each gated by parity.
+
+Thin: parse options -> ExportOptions -> export.pipeline.run_export. torch/onnx are imported in the body.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer, *sub: typer.Typer) -> None:
-    return None
+    @app.command("export")
+    def export(
+        checkpoint: Path = typer.Argument(..., help="Run dir of `cgdeploy train` (both directions of a CycleGAN), "
+                                                    "one of our generator files, or a reference *_net_G*.pth."),
+        out_dir: Path = typer.Option(..., "-o", "--output", help="Output folder for g_AtoB.onnx, reports, engines."),
+        arch: str | None = typer.Option(None, "--arch", help="resnet_9blocks | resnet_6blocks | unet_256 | "
+                                                             "unet_128 (default: inferred from the weights)."),
+        ngf: int | None = typer.Option(None, "--ngf", min=1, help="Generator width (default: inferred)."),
+        norm: str | None = typer.Option(None, "--norm", help="instance | batch | none (default: inferred)."),
+        direction: str | None = typer.Option(None, "--direction", help="AtoB | BtoA | both (default: both for a "
+                                                                       "CycleGAN run dir, else from the file name)."),
+        fp16: bool = typer.Option(False, "--fp16", help="Also write g_*.fp16.onnx (FP16 convs, FP32 instance "
+                                                        "norm, FP32 I/O) and its FP16 safety report."),
+        fp16_norm: str = typer.Option("fp32", "--fp16-norm", help="fp32 (safe, default) | fp16: precision of "
+                                                                  "InstanceNormalization in the FP16 graph."),
+        engine: bool = typer.Option(False, "--engine", help="Build a TensorRT engine g_*.plan (+ .plan.json) from "
+                                                            "the FP16 graph with --fp16, else the FP32 one."),
+        min_shape: str | None = typer.Option(None, "--min-shape", help="TensorRT profile min, HxW or NxHxW "
+                                                                       "(default: train size / 4, batch 1)."),
+        opt_shape: str | None = typer.Option(None, "--opt-shape", help="TensorRT profile opt, HxW or NxHxW "
+                                                                       "(default: train size, batch 1)."),
+        max_shape: str | None = typer.Option(None, "--max-shape", help="TensorRT profile max, HxW or NxHxW "
+                                                                       "(default: 4x train size, batch 4)."),
+        workspace_gb: float = typer.Option(4.0, "--workspace-gb", help="TensorRT workspace memory limit (GiB)."),
+        timing_cache: Path | None = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, reused "
+                                                 "across builds (default: OUT_DIR/tensorrt.timing.cache)."),
+        opt_level: int = typer.Option(3, "--opt-level", min=0, max=5, help="TensorRT builder optimization level."),
+        target: str = typer.Option("onnx", "--target", help="onnx | openvino (also writes g_*.xml/.bin)."),
+        ov_precision: str = typer.Option("f32", "--ov-precision", help="OpenVINO inference precision recorded "
+                                                                       "with the IR: f32 | bf16 | f16."),
+        no_validate: bool = typer.Option(False, "--no-validate", help="Skip the parity gates (not recommended)."),
+        safety_images: Path | None = typer.Option(None, "--safety-images", help="Folder of sample images for the "
+                                                  "FP16 safety report (default: seeded images)."),
+    ) -> None:
+        """Export a generator to ONNX (dynamic batch/height/width) and check it against PyTorch."""
+        from cyclegan_deploy.export.pipeline import ExportOptions, run_export
+
+        opts = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, arch=arch, ngf=ngf, norm=norm,
+                             direction=direction, fp16=fp16, fp16_norm=fp16_norm, engine=engine,
+                             min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
+                             workspace_gb=workspace_gb, timing_cache=timing_cache, opt_level=opt_level,
+                             target=target, ov_precision=ov_precision, validate=not no_validate,
+                             safety_images=safety_images)
+        result = run_export(opts, echo=typer.echo)
+        typer.echo(f"done: {len(result.files)} files in {out_dir}" + (
+            "" if opts.validate else " (parity NOT checked: --no-validate)"))

@@ -1,0 +1,224 @@
+"""`cgdeploy export` orchestration: checkpoint -> ONNX (+ parity) -> FP16 (+ safety, parity) -> IR / engine.
+
+Order matters for the user: every ONNX artifact (all directions) is written and gated before any TensorRT
+build starts, so a missing TensorRT or a failed build still leaves usable ONNX files behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cyclegan_deploy.errors import ConfigError, ParityError
+from cyclegan_deploy.metadata import ModelMeta
+
+if TYPE_CHECKING:
+    from cyclegan_deploy.export.precision import SafetyReport
+    from cyclegan_deploy.export.tensorrt import Profile
+    from cyclegan_deploy.export.validate import ParityReport
+    from torch import nn
+
+DIRECTIONS = ("AtoB", "BtoA", "both")
+
+
+@dataclass
+class ExportOptions:
+    checkpoint: Path
+    out_dir: Path
+    arch: str | None = None
+    ngf: int | None = None
+    norm: str | None = None
+    direction: str | None = None  # None: both for a CycleGAN run dir, else from the file name / card
+    fp16: bool = False
+    fp16_norm: str = "fp32"
+    engine: bool = False
+    min_shape: str | None = None
+    opt_shape: str | None = None
+    max_shape: str | None = None
+    workspace_gb: float = 4.0
+    timing_cache: Path | None = None  # default: OUT_DIR/tensorrt.timing.cache, shared by both directions
+    opt_level: int = 3
+    target: str = "onnx"
+    ov_precision: str = "f32"
+    validate: bool = True
+    safety_images: Path | None = None
+    opset: int = 20
+
+
+@dataclass
+class ExportResult:
+    files: list[Path] = field(default_factory=list)
+    parity: list[ParityReport] = field(default_factory=list)
+    safety: list[SafetyReport] = field(default_factory=list)
+    metas: list[ModelMeta] = field(default_factory=list)
+
+
+def _check_options(opts: ExportOptions) -> None:
+    if opts.direction is not None and opts.direction not in DIRECTIONS:
+        raise ConfigError(f"--direction {opts.direction!r}: use AtoB, BtoA or both")
+    if opts.target not in ("onnx", "openvino"):
+        raise ConfigError(f"--target {opts.target!r}: use onnx or openvino")
+    if opts.fp16_norm not in ("fp32", "fp16"):
+        raise ConfigError(f"--fp16-norm {opts.fp16_norm!r}: use fp32 or fp16")
+    if not opts.checkpoint.exists():
+        raise ConfigError(f"{opts.checkpoint}: no such checkpoint or run dir; pass a run dir of `cgdeploy train`, "
+                          "a generator .pth of ours or a reference *_net_G*.pth")
+
+
+def _directions(opts: ExportOptions) -> list[str | None]:
+    ckpt = opts.checkpoint
+    if ckpt.is_dir():
+        has_b = (ckpt / "latest_net_G_B.pth").is_file()
+        if opts.direction in (None, "both"):
+            if opts.direction == "both" and not has_b:
+                raise ConfigError(f"{ckpt}: --direction both needs latest_net_G_A.pth and latest_net_G_B.pth "
+                                  "(a pix2pix run has one generator; drop --direction)")
+            return ["AtoB", "BtoA"] if has_b else ["AtoB"]
+        return [opts.direction]
+    if opts.direction == "both":
+        raise ConfigError(f"{ckpt}: a single generator file has one direction; pass the run dir for both, or "
+                          "--direction AtoB|BtoA to label this one")
+    return [opts.direction]  # None: load_generator infers it from the card or the file name
+
+
+def run_export(opts: ExportOptions, echo: Callable[[str], None] = print) -> ExportResult:
+    """Write every requested artifact; raise ParityError (after writing the reports) when a gate fails, and
+    BackendUnavailableError for --engine without TensorRT (after the ONNX artifacts are written)."""
+    from cyclegan_deploy.train.checkpoints import load_generator
+
+    _check_options(opts)
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    result = ExportResult()
+    built: list[tuple[nn.Module, ModelMeta, Path]] = []
+    for direction in _directions(opts):
+        model, meta = load_generator(opts.checkpoint, direction=direction, arch=opts.arch, ngf=opts.ngf,
+                                     norm=opts.norm)
+        if direction is not None:
+            meta.direction = direction
+        echo(f"loaded {meta.source}: {meta.arch} ngf {meta.ngf} norm {meta.norm} {meta.direction} ({meta.model})")
+        source = _export_direction(model, meta, opts, result, echo)
+        built.append((model, meta, source))
+    if opts.engine:
+        _build_engines(built, opts, result, echo)
+    return result
+
+
+def _gate(run: Callable[[], ParityReport], artifact: Path, result: ExportResult) -> None:
+    """Run a parity gate; a failed artifact is renamed out of the way so nothing downstream picks it up."""
+    try:
+        result.parity.append(run())
+    except ParityError as e:
+        rejected = artifact.with_name(artifact.name.replace(".onnx", ".rejected.onnx", 1)
+                                      if artifact.suffix == ".onnx" else artifact.name + ".rejected")
+        if artifact.exists():
+            os.replace(artifact, rejected)
+        raise ParityError(f"{e}; the artifact was moved to {rejected.name}") from e
+
+
+def _export_direction(model: nn.Module, meta: ModelMeta, opts: ExportOptions, result: ExportResult,
+                      echo: Callable[[str], None]) -> Path:
+    """ONNX, FP16 and IR for one generator; returns the graph a TensorRT engine should be built from."""
+    from cyclegan_deploy.export.onnx import check_graph, export_onnx
+    from cyclegan_deploy.export.validate import validate_onnx
+
+    name = f"g_{meta.direction}"
+    onnx_path = export_onnx(model, meta, opts.out_dir / f"{name}.onnx", opset=opts.opset)
+    graph = check_graph(onnx_path)
+    echo(f"wrote {onnx_path} ({sum(graph.op_counts.values())} nodes, {graph.instance_norms} InstanceNormalization, "
+         f"opset {graph.opset}, dynamic N/H/W)")
+    result.files.append(onnx_path)
+    result.metas.append(meta)
+    if opts.validate:
+        _gate(lambda: validate_onnx(model, meta, onnx_path, echo=False), onnx_path, result)
+        echo(result.parity[-1].summary())
+    source = onnx_path
+    if opts.fp16:
+        source = _export_fp16(model, meta, onnx_path, opts, result, echo)
+    if opts.target == "openvino":
+        _export_openvino(model, meta, onnx_path, opts, result, echo)
+    return source
+
+
+def _export_fp16(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: ExportOptions, result: ExportResult,
+                 echo: Callable[[str], None]) -> Path:
+    from cyclegan_deploy.export.precision import fp16_safety_report, load_images, to_fp16
+    from cyclegan_deploy.export.validate import validate_onnx
+
+    fp16_path = to_fp16(onnx_path, onnx_path.with_name(onnx_path.name.replace(".onnx", ".fp16.onnx")),
+                        norm_precision=opts.fp16_norm)
+    result.files.append(fp16_path)
+    echo(f"wrote {fp16_path} (FP16 convs, InstanceNormalization {opts.fp16_norm}, FP32 input/output)")
+    images = load_images(opts.safety_images, meta) if opts.safety_images else None
+    safety_path = fp16_path.with_name(fp16_path.name.replace(".onnx", ".safety.json"))
+    report = fp16_safety_report(model, meta, images=images, norm_precision=opts.fp16_norm, out_path=safety_path,
+                                image_source=str(opts.safety_images or ""), echo=False)
+    result.safety.append(report)
+    result.files.append(safety_path)
+    echo(report.verdict)
+    if opts.validate:
+        _gate(lambda: validate_onnx(model, meta, fp16_path, echo=False), fp16_path, result)
+        echo(result.parity[-1].summary() + " [ORT CPU runs FP16 convs in FP32: weight rounding only]")
+    return fp16_path
+
+
+def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: ExportOptions,
+                     result: ExportResult, echo: Callable[[str], None]) -> None:
+    from cyclegan_deploy.export.openvino import cpu_supports, export_openvino, openvino_runner
+    from cyclegan_deploy.export.validate import validate_candidate
+
+    xml = export_openvino(onnx_path, onnx_path.with_suffix(".xml"), opts.ov_precision)
+    result.files += [xml, xml.with_suffix(".bin")]
+    echo(f"wrote {xml} (+ .bin, .xml.json; inference precision {opts.ov_precision})")
+    if not opts.validate:
+        return
+    # gate at the recorded precision when this CPU has it; otherwise at f32 and say so
+    measured = opts.ov_precision if cpu_supports(opts.ov_precision) else "f32"
+    note = f"OpenVINO CPU at INFERENCE_PRECISION_HINT={measured}"
+    if measured != opts.ov_precision:
+        note += f" ({opts.ov_precision} is not supported on this CPU; measured f32)"
+    _gate(lambda: validate_candidate(model, meta, openvino_runner(xml, measured), artifact=xml,
+                                     candidate=f"openvino-{measured}", note=note, echo=False,
+                                     precision="fp32" if measured == "f32" else measured), xml, result)
+    echo(result.parity[-1].summary())
+
+
+def _build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportOptions, result: ExportResult,
+                   echo: Callable[[str], None]) -> None:
+    from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
+
+    options = BuildOptions(workspace_gb=opts.workspace_gb, opt_level=opts.opt_level,
+                           timing_cache=opts.timing_cache or opts.out_dir / "tensorrt.timing.cache")
+    for model, meta, source in built:
+        profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
+        plan = opts.out_dir / f"g_{meta.direction}.plan"
+        sidecar = build_engine(source, plan, profile, options)
+        result.files += [plan, plan.with_name(plan.name + ".json")]
+        echo(f"wrote {plan} (TensorRT {sidecar.tensorrt_version}, {sidecar.gpu_name} sm {sidecar.compute_capability},"
+             f" {sidecar.precision}, profile min {profile.min} opt {profile.opt} max {profile.max})")
+        if opts.validate:
+            _gate_engine(model, meta, plan, sidecar.precision, profile, result)
+            echo(result.parity[-1].summary())
+
+
+def _gate_engine(model: nn.Module, meta: ModelMeta, plan: Path, precision: str, profile: Profile,
+                 result: ExportResult) -> None:
+    """Engine parity through the runtime's TensorRT backend, at the profile's opt and min sizes."""
+    from cyclegan_deploy.export.validate import validate_candidate
+
+    from cyclegan_deploy.backends.base import load_backend
+
+    sizes = [(profile.opt[2], profile.opt[3]), (profile.min[2], profile.min[3])]
+    batch = max(profile.min[0], min(2, profile.max[0]))
+    backend = load_backend(plan, backend="tensorrt", device="cuda")
+    try:
+        # GPU FP32 kernels differ from CPU ones (TF32 is off): 1e-3 abs is an unmeasured starting point
+        _gate(lambda: validate_candidate(model, meta, backend, artifact=plan, candidate="tensorrt", echo=False,
+                                         precision=precision, max_abs=1e-3 if precision == "fp32" else None,
+                                         sizes=sizes, batch=batch,
+                                         note="TensorRT engine via the runtime backend vs PyTorch FP32 CPU"),
+              plan, result)
+    finally:
+        backend.close()
