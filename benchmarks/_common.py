@@ -77,14 +77,20 @@ def export_onnx_any(model: Any, meta: Any, path: Path, notes: list[str]) -> Path
     return path
 
 
-def prepare(work: Path, tiny: bool, fp16: bool, notes: list[str]) -> dict[str, Path | None]:
-    """generator .pth + FP32 ONNX (+ FP16 graph) of the seeded model in `work`; failures become notes."""
-    from cyclegan_deploy.train.checkpoints import save_generator
+def prepare(work: Path, tiny: bool, fp16: bool, notes: list[str], checkpoint: Path | None = None
+            ) -> dict[str, Path | None]:
+    """generator .pth + FP32 ONNX (+ FP16 graph) in `work`: of `checkpoint`, else of the seeded model.
+    Export failures become notes (the backends needing the file then report why)."""
+    from cyclegan_deploy.train.checkpoints import load_generator, save_generator
 
     work.mkdir(parents=True, exist_ok=True)
-    model, meta = build_generator(tiny)
-    paths: dict[str, Path | None] = {"checkpoint": work / "generator.pth", "onnx": None, "onnx_fp16": None}
-    save_generator(model, meta, work / "generator.pth")
+    if checkpoint is not None:
+        model, meta = load_generator(checkpoint)
+    else:
+        model, meta = build_generator(tiny)
+        checkpoint = work / "generator.pth"
+        save_generator(model, meta, checkpoint)
+    paths: dict[str, Path | None] = {"checkpoint": checkpoint, "onnx": None, "onnx_fp16": None}
     try:
         paths["onnx"] = export_onnx_any(model, meta, work / "model.onnx", notes)
     except Exception as e:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -176,7 +177,7 @@ def summary_md(results: dict[str, Any], profiles: dict[str, Any], lscpu: dict[st
     lines += ["", "## All cases (speedup = vs torch eager fp32, same size and batch)", "",
               "| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(results)]
-    lines += ["", "## Where the time goes (one 256x256 call per runtime, per-op profilers)", ""]
+    lines += ["", f"## Where the time goes (one {sizes[0]} call per runtime, per-op profilers)", ""]
     for name, prof in profiles.items():
         if "status" in prof:
             lines.append(f"- {name}: {prof['status']}")
@@ -203,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=None, help="per case (default 60; tiny 2)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: each backend's, = cores)")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--no-freezing", action="store_true",
+                    help="leave TorchInductor freezing off (on by default: it constant-folds the weights and lets "
+                         "oneDNN prepack them for its bf16/AMX convolutions, the main CPU lever of torch.compile)")
     args = ap.parse_args(argv)
+    if not args.no_freezing:  # read when torch._inductor.config is first imported, i.e. at the first compile
+        os.environ.setdefault("TORCHINDUCTOR_FREEZING", "1")
     how = bootstrap()
     from cyclegan_deploy.bench import BenchConfig, print_table, run_bench, write_outputs
     from cyclegan_deploy.bench_report import _atomic_write
@@ -212,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = args.specs.split(",") if args.specs else SPECS_B1
     b4 = args.batch4_specs.split(",") if args.batch4_specs is not None else SPECS_B4
     cases = [(s, h, w, 1) for (h, w) in sizes for s in specs] + [(s, *sizes[0], 4) for s in b4 if s]
-    notes: list[str] = [f"cyclegan_deploy imported from {how}"]
+    notes: list[str] = [f"cyclegan_deploy imported from {how}",
+                        f"TORCHINDUCTOR_FREEZING={os.environ.get('TORCHINDUCTOR_FREEZING', '0')} for torch-compile*"]
     work = Path(tempfile.mkdtemp(prefix="cgdeploy-cpu-bench-"))
     try:
         t0 = time.time()

@@ -35,11 +35,8 @@ from cyclegan_deploy.bench_metrics import (
     parity,
     peak_gflops,
 )
-from cyclegan_deploy.bench_report import print_table, write_outputs
+from cyclegan_deploy.bench_report import print_table, write_outputs  # noqa: F401  (the harness's API)
 from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError, ConfigError
-
-__all__ = ["BenchConfig", "SPECS", "Spec", "parse_size", "parse_spec", "print_table", "run_bench", "write_outputs",
-           "latency_stats", "parity", "count_macs_onnx", "count_macs_torch", "machine_info"]
 
 SCHEMA = "cgdeploy-bench/1"
 MIN_REPEATS = 3  # a percentile from fewer samples says nothing; a 720p CPU case still ends near max_seconds
@@ -141,6 +138,7 @@ class BenchConfig:
     cases: list[tuple[str, int, int, int]] | None = None  # explicit (spec, h, w, batch); else the product
     video: Path | None = None
     video_backend: str | None = None  # default: the fastest ok spec at batch 1
+    missing: dict[str, str] = field(default_factory=dict)  # artifact kind -> why a script could not make it
 
     def plan(self) -> list[tuple[str, int, int, int]]:
         if self.cases is not None:
@@ -170,6 +168,7 @@ class Artifacts:
         self.paths: dict[str, Path | None] = {"checkpoint": cfg.checkpoint, "onnx": cfg.onnx,
                                               "onnx-fp16": cfg.onnx_fp16, "engine": cfg.engine}
         self.errors: dict[str, CgDeployError] = {}
+        self.missing = cfg.missing
         self.work = cfg.out_dir / "artifacts"
         self.notes: list[str] = []
 
@@ -183,17 +182,21 @@ class Artifacts:
                 return path
             except CgDeployError as e:
                 self.errors[kind] = e
+            except ImportError as e:  # the exporter's stack (onnxscript, onnxconverter-common) is not installed
+                self.errors[kind] = BackendUnavailableError(f"making the {kind} artifact needs {e}")
             except Exception as e:  # an exporter bug must not end the whole benchmark
                 self.errors[kind] = CgDeployError(f"making the {kind} artifact failed: {type(e).__name__}: {e}")
+            if self.work.is_dir() and not any(self.work.iterdir()):
+                self.work.rmdir()
         raise self.errors[kind]
 
     def _make(self, kind: str) -> Path:
-        self.work.mkdir(parents=True, exist_ok=True)
         if kind == "onnx" and self.paths["checkpoint"] is not None:
             from cyclegan_deploy.export.onnx import export_onnx
             from cyclegan_deploy.train.checkpoints import load_generator
 
             model, meta = load_generator(self.paths["checkpoint"])
+            self.work.mkdir(parents=True, exist_ok=True)
             path = self.work / "model.onnx"
             export_onnx(model, meta, path)
             self.notes.append(f"exported {path} from {self.paths['checkpoint']} for the ONNX-based backends")
@@ -201,11 +204,13 @@ class Artifacts:
         if kind == "onnx-fp16" and (self.paths["onnx"] is not None or self.paths["checkpoint"] is not None):
             from cyclegan_deploy.export.precision import to_fp16
 
+            source = self.get("onnx")
+            self.work.mkdir(parents=True, exist_ok=True)
             path = self.work / "model.fp16.onnx"
-            to_fp16(self.get("onnx"), path)
+            to_fp16(source, path)
             self.notes.append(f"converted {path} (FP16 convs, FP32 instance norm) for the FP16 ONNX backends")
             return path
-        raise BackendUnavailableError(f"needs {_NEEDS[kind]}")
+        raise BackendUnavailableError(self.missing.get(kind) or f"needs {_NEEDS[kind]}")
 
 
 def _status(e: BaseException) -> str:
@@ -274,21 +279,26 @@ class _Model:
         return self.inputs[(b, h, w)]
 
     def count(self, h: int, w: int) -> dict[str, Any]:
-        if (h, w) not in self.macs:
+        """From the ONNX graph, else (no graph, or shapes it cannot infer statically) from the checkpoint."""
+        if (h, w) in self.macs:
+            return self.macs[(h, w)]
+        onnx, checkpoint = self.arts.paths["onnx"], self.arts.paths["checkpoint"]
+        found: dict[str, Any] = {"macs": None, "macs_dense": None, "from": "unknown: needs --model or --checkpoint"}
+        if onnx is not None:
             try:
-                if self.arts.paths["onnx"] is not None:
-                    self.macs[(h, w)] = {**count_macs_onnx(self.arts.paths["onnx"], h, w), "from": "onnx"}
-                elif self.arts.paths["checkpoint"] is not None:
-                    from cyclegan_deploy.train.checkpoints import load_generator
-
-                    model, _ = load_generator(self.arts.paths["checkpoint"])
-                    self.macs[(h, w)] = {**count_macs_torch(model, h, w), "from": "torch"}
-                else:
-                    self.macs[(h, w)] = {"macs": None, "macs_dense": None,
-                                         "from": "unknown: needs --model or --checkpoint"}
+                found = {**count_macs_onnx(onnx, h, w), "from": "onnx"}
             except Exception as e:
-                self.macs[(h, w)] = {"macs": None, "macs_dense": None, "from": _status(e)}
-        return self.macs[(h, w)]
+                found["from"] = _status(e)
+        if found["macs"] is None and checkpoint is not None:
+            try:
+                from cyclegan_deploy.train.checkpoints import load_generator
+
+                model, _ = load_generator(checkpoint)
+                found = {**count_macs_torch(model, h, w), "from": "torch"}
+            except Exception as e:
+                found["from"] += f"; torch: {_status(e)}"
+        self.macs[(h, w)] = found
+        return found
 
 
 def _run_size(backend: Any, h: int, w: int) -> tuple[int, int]:
@@ -380,6 +390,16 @@ def _speedups(records: list[dict[str, Any]], baseline: str) -> None:
             r["speedup"] = r["fps"] / base["fps"]
 
 
+def _card_multiple(onnx: Path | None) -> int:
+    """The model's size multiple from the ONNX card; 4 (ResNet's) without one. Only names MAC-count sizes."""
+    from cyclegan_deploy.backends.base import read_onnx_meta
+
+    try:
+        return read_onnx_meta(onnx).multiple if onnx is not None else 4
+    except CgDeployError:
+        return 4
+
+
 def run_bench(cfg: BenchConfig, loader: Loader | None = None,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> dict[str, Any]:
     """Run every (spec, size, batch) case; a spec that cannot load or run is reported with its status."""
@@ -400,6 +420,9 @@ def run_bench(cfg: BenchConfig, loader: Loader | None = None,
     for name, spec in specs.items():
         cases = [(h, w, b) for s, h, w, b in plan if s == name]
         records += _run_spec(cfg, spec, cases, arts, model, machine, loader, log)
+    multiple = int((model.meta or {}).get("multiple") or _card_multiple(arts.paths["onnx"]))
+    for h, w in dict.fromkeys((h, w) for _, h, w, _ in plan):  # MACs for every size, even if no case ran
+        model.count(-(-h // multiple) * multiple, -(-w // multiple) * multiple)
     baseline = cfg.baseline or reference
     _speedups(records, baseline)
     results: dict[str, Any] = {

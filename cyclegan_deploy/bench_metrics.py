@@ -126,7 +126,7 @@ def count_macs_torch(model: Any, height: int, width: int, batch: int = 1, in_ch:
     meta_model = copy.deepcopy(model).to("meta")
     totals = {"macs": 0, "macs_dense": 0}
 
-    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    def hook(mod: nn.Conv2d | nn.ConvTranspose2d, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         op = "ConvTranspose" if isinstance(mod, nn.ConvTranspose2d) else "Conv"
         r, d = _conv_macs(op, inputs[0].shape, out.shape, mod.weight.shape, mod.groups)
         totals["macs"] += r

@@ -81,18 +81,21 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"- Versions: {versions}.",
     ]
     lines += [f"- {note}" for note in results.get("notes", [])]
-    video = results.get("video")
-    if video:
-        lines += ["", "Video end-to-end" + (f" ({video['video']}): {video['status']}" if video["status"] != "ok" else
-                  f" ({video['video']}, {video['backend_name']}, batch {video['batch']}, {video['frames']} frames "
-                  f"{video['size'][1]}x{video['size'][0]}): **{video['end_to_end_fps']:.2f} fps** end-to-end vs "
-                  f"{video['inference_only_fps']:.2f} fps inference-only "
-                  f"({100 * video['end_to_end_vs_inference']:.0f}%); busy seconds per stage: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in video["stage_busy_s"].items()) + ".")]
+    if results.get("video"):
+        lines += ["", video_line(results["video"])]
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def video_line(video: dict[str, Any]) -> str:
+    if video["status"] != "ok":
+        return f"Video end-to-end ({video['video']}): {video['status']}"
+    return (f"Video end-to-end ({video['video']}, {video['backend_name']}, batch {video['batch']}, {video['frames']} "
+            f"frames {video['size'][1]}x{video['size'][0]}): **{video['end_to_end_fps']:.2f} fps** end-to-end vs "
+            f"{video['inference_only_fps']:.2f} fps inference-only ({100 * video['end_to_end_vs_inference']:.0f}%); "
+            "busy seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in video["stage_busy_s"].items()) + ".")
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     try:
         write(tmp)
@@ -120,11 +123,14 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
         rows = sorted((r for r in ok if r["size"] == size), key=lambda r: -r["ms_per_frame"])
         labels = [f"{r['backend_name'] or r['backend']} b{r['batch']}" for r in rows]
         p50 = [r["ms_per_frame"] for r in rows]
+        p90 = [r["stats_ms"]["p90"] / r["batch"] for r in rows]
         ax.barh(labels, p50, color="tab:blue")
-        ax.plot([r["stats_ms"]["p90"] / r["batch"] for r in rows], labels, "k|", markersize=10, label="p90")
-        for i, v in enumerate(p50):
-            ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
+        ax.plot(p90, labels, "k|", markersize=10, label="p90")
+        for i, (v, tick) in enumerate(zip(p50, p90, strict=True)):
+            ax.text(max(v, tick) * 1.08, i, f"{v:.4g}", va="center", fontsize=8)
         ax.set_xscale("log")
+        ax.set_xlim(right=max(p90 + p50) * 3)  # room for the value labels
+        ax.set_xlabel("ms per frame (log scale)", fontsize=8)
         ax.set_title(f"{size}: latency per frame (ms, p50 bar, p90 tick)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
@@ -179,3 +185,5 @@ def print_table(results: dict[str, Any]) -> None:
     console.print(table)
     for backend, status in problems.items():
         console.print(f"[yellow]{escape(backend)}[/yellow]: {escape(status)}", highlight=False)
+    if results.get("video"):
+        console.print(escape(video_line(results["video"]).replace("**", "")), highlight=False)

@@ -58,8 +58,8 @@ def list_images(src: Path, exclude: Path | None = None) -> list[Path]:
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
+    with Image.open(path) as opened:
+        im: Image.Image = ImageOps.exif_transpose(opened)
         alpha = None
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             im = im.convert("RGBA")
@@ -92,7 +92,7 @@ def _write(item: _Item, rgb: np.ndarray) -> None:
 def _resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(alpha).resize((size[1], size[0]), Image.BICUBIC))
+    return np.asarray(Image.fromarray(alpha).resize((size[1], size[0]), Image.Resampling.BICUBIC))
 
 
 def _out_path(src: Path, root: Path, out_dir: Path) -> Path:

@@ -91,7 +91,7 @@ def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, in
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         with av.open(str(tmp), "w") as out:
-            vs = out.add_stream(codec, rate=rate)
+            vs: Any = out.add_stream(codec, rate=rate)
             vs.width, vs.height, vs.pix_fmt = coded_w, coded_h, pix_fmt
             vs.codec_context.time_base = tb
             vs.time_base = tb
@@ -101,7 +101,7 @@ def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, in
                     vs.options["x265-params"] = "log-level=error"
             if rotation:
                 vs.set_display_rotation(rotation)
-            aus = None
+            aus: Any = None
             if audio:
                 aus = out.add_stream(audio, rate=AUDIO_RATE)
                 aus.layout = "stereo"
@@ -137,7 +137,7 @@ def _write_tone(out: Any, stream: Any, seconds: float) -> None:
     fmt = ctx.format.name
     for start in range(0, n, chunk):
         part = tone[start:start + chunk]
-        data = np.stack([part, part])
+        data: np.ndarray = np.stack([part, part])
         if fmt == "s16":
             data = (data * 32767).astype(np.int16).T.reshape(1, -1)
         elif fmt == "flt":

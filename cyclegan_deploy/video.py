@@ -20,6 +20,11 @@ What is kept from the input, and how:
   packets that start inside the window are kept and shifted by the same offset as the video.
 - Colour: frames are converted with the input's matrix and range, and the output is tagged with the
   input's colour space, primaries and transfer (limited range), so HD BT.709 clips keep their colours.
+- Other streams (subtitles, data) are not copied. MKV output of a clip whose audio starts before 0 (AAC
+  priming) shifts all timestamps by that amount (Matroska has no negative times); MP4/MOV keep them.
+
+Over 500 lines on purpose: the stage functions, the writer and the thread runner share one state object
+and one error/cleanup path (temp file, Ctrl-C); split apart they would each need the others' internals.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
@@ -40,7 +46,7 @@ import numpy as np
 
 from cyclegan_deploy.backends.base import Backend
 from cyclegan_deploy.errors import CgDeployError, ConfigError, MediaError, ShapeError
-from cyclegan_deploy.frames import crop, pad_to_multiple, to_model
+from cyclegan_deploy.frames import crop, pad_to_multiple, padded_size, to_model
 from cyclegan_deploy.frames import from_model as frames_from_model
 
 CODECS = {"h264": "libx264", "avc": "libx264", "x264": "libx264", "hevc": "libx265", "h265": "libx265",
@@ -58,7 +64,10 @@ class VideoOptions:
     duration: float | None = None
     crf: int = 18  # visually near-lossless for x264/x265; 0 = lossless
     codec: str | None = None  # h264 | hevc | mpeg4 | vp9 | ffv1 | any PyAV encoder; None: h264 (.webm: vp9)
-    preset: str | None = None  # x264/x265 preset; None = the encoder's default (medium)
+    # x264/x265 preset. veryfast, not the encoders' medium: medium encodes 720p at ~1/4 the speed for a
+    # ~10-20% smaller file, enough to make the encoder, not a GPU model, the bottleneck (and on a CPU it
+    # takes cores from the model). --preset medium/slow for smaller files.
+    preset: str | None = "veryfast"
     pix_fmt: str | None = None  # None: yuv420p, yuv444p for odd sizes with h264/hevc (see module doc)
     size: tuple[int, int] | None = None  # (H, W) to resize (upright) frames to before the model
     audio: bool = True
@@ -114,11 +123,12 @@ class VideoReport:
         audio = ", ".join(self.audio) + " (copied)" if self.audio else "none"
         busy = ", ".join(f"{k} {v:.2f}s" for k, v in self.busy_s.items())
         infer = self.busy_s.get("inference", 0.0)
-        rotated = f", rotated {self.rotation} deg to upright" if self.rotation else ""
+        turn = {90: "90 deg counter-clockwise", 180: "180 deg", 270: "90 deg clockwise"}.get(self.rotation, "")
+        rotated = f", turned {turn} to upright (display matrix)" if turn else ""
         lines = [f"wrote {self.dst}: {self.frames} frames {w}x{h} @ {float(self.rate):.3f} fps, {self.codec} "
                  f"{self.pix_fmt}, audio: {audio}{rotated}",
-                 f"{self.wall_s:.2f}s = {self.fps:.2f} fps end-to-end with {self.backend} batch {self.batch} "
-                 f"(inference alone {self.frames / infer if infer else 0:.2f} fps); busy: {busy}"]
+                 f"{self.wall_s:.2f}s = {self.fps:.2f} fps end-to-end with {self.backend} batch {self.batch}, "
+                 f"model busy {infer / self.wall_s if self.wall_s else 0:.0%} of the time; stage busy: {busy}"]
         return "\n".join(lines + [f"warning: {m}" for m in self.warnings])
 
 
@@ -311,36 +321,45 @@ class _Pipeline:
 
 @dataclass
 class _Batch:
-    frames: np.ndarray  # (batch, H, W, 3) uint8, upright and resized; rows past `count` repeat the last frame
-    pts: list[int]
-    count: int
+    frames: list[Any]  # decoded av.VideoFrames (then, after postprocess, the ones to encode)
+    pts: list[int]  # output pts, in the input stream's time base
+    rgb: np.ndarray | None = None  # (batch, H, W, 3) uint8 upright model input; rows past len(pts) repeat
     tensor: np.ndarray | None = None
     out: np.ndarray | None = None
 
 
 class _Job:
-    """One run: the stage functions and the state they share (audio packets waiting for their video)."""
+    """One run: the stage functions and the state they share (audio packets waiting for their video).
 
-    def __init__(self, info: VideoInfo, backend: Backend, opts: VideoOptions) -> None:
-        self.info, self.backend, self.opts = info, backend, opts
+    Colour conversion and normalisation run per frame on a small thread pool inside the pre/post stages
+    (swscale and numpy release the GIL), so those stages keep up with a GPU model at 720p; decode and
+    encode threads then only drive FFmpeg.
+    """
+
+    def __init__(self, info: VideoInfo, backend: Backend, opts: VideoOptions, pool: ThreadPoolExecutor) -> None:
+        self.info, self.backend, self.opts, self.pool = info, backend, opts, pool
         self.size = opts.size or info.display_size
+        self.k = info.rotation // 90
+        h, w = self.size
+        self.scaled = (w, h) if self.k % 2 else (h, w)  # (H, W) to scale the coded frame to, before rotating
+        self.interp = "AREA" if h * w < info.width * info.height else "BICUBIC"  # AREA: no aliasing when shrinking
+        self.multiple = max(1, int(backend.meta.multiple))
+        self.sws_threads = 0 if opts.batch == 1 else 1  # frames already convert in parallel when batched
+        self.local = threading.local()  # one swscale context per worker thread, reused frame after frame
         self.origin = Fraction(max(info.start, 0.0)).limit_denominator(10**6) + Fraction(str(opts.start))
         self.end = self.origin + Fraction(str(opts.duration)) if opts.duration is not None else None
         self.audio: deque[tuple[float, int, Any]] = deque()  # (time, input stream index, packet)
         self.done = 0
+        self.no_pts = 0  # frames without a timestamp (raw .h264 streams): spaced at the stream's rate
         self.warnings: list[str] = []
-        self.last_pts = -(2**62)
-        self.repaired = 0
+        self.reformat_args: dict[str, Any] = {}  # set by the writer: encoder pixel format and colour tags
+        self.pad_even = (0, 0)
 
     # -- decode ----------------------------------------------------------------------------------------
     def decode(self) -> Iterator[_Batch]:
         import av
 
-        info, opts = self.info, self.opts
-        n, (h, w) = opts.batch, self.size
-        k = info.rotation // 90
-        sh, sw = (w, h) if k % 2 else (h, w)  # size to scale the coded frame to before rotating it
-        interp = "AREA" if sh * sw < info.width * info.height else "BICUBIC"  # AREA: no aliasing when shrinking
+        info, opts, n = self.info, self.opts, self.opts.batch
         trim = opts.start > 0
         with av.open(str(info.path)) as c:
             vs = c.streams.video[0]
@@ -348,10 +367,10 @@ class _Job:
             streams = [vs] + (list(c.streams.audio) if opts.audio else [])
             if trim:
                 c.seek(int(self.origin * 1_000_000), backward=True)
-            buf, pts, packets, video_done = np.empty((n, h, w, 3), np.uint8), [], 0, False
+            batch, packets, video_done = _Batch([], []), 0, False
             audio_done = {a.index: not opts.audio for a in c.streams.audio}
-            tb = Fraction(vs.time_base)
-            next_pts = 0
+            tb = Fraction(vs.time_base or info.time_base)
+            shift, step, next_pts = round(self.origin / tb), max(1, int(1 / (info.rate * tb))), 0
             try:
                 for packet in c.demux(streams):
                     if packet.stream.type == "audio":
@@ -365,24 +384,18 @@ class _Job:
                     packets += packet.size > 0
                     for frame in vs.decode(packet):
                         fpts = frame.pts if frame.pts is not None else next_pts
-                        next_pts = fpts + max(1, int(1 / (info.rate * tb)))
-                        t = fpts * tb
-                        if t < self.origin:
+                        self.no_pts += frame.pts is None
+                        next_pts = fpts + step
+                        if fpts * tb < self.origin:
                             continue
-                        if self.end is not None and t >= self.end:
+                        if self.end is not None and fpts * tb >= self.end:
                             video_done = True
                             break
-                        if frame.width != info.width or frame.height != info.height:
-                            frame = frame.reformat(width=info.width, height=info.height)
-                        if (sh, sw) == (info.height, info.width):  # no scaling args: swscale's plain path
-                            rgb = frame.to_ndarray(format="rgb24")
-                        else:
-                            rgb = frame.to_ndarray(format="rgb24", width=sw, height=sh, interpolation=interp)
-                        buf[len(pts)] = np.rot90(rgb, k) if k else rgb
-                        pts.append(fpts - round(self.origin / tb))
-                        if len(pts) == n:
-                            yield _Batch(buf, pts, n)
-                            buf, pts = np.empty((n, h, w, 3), np.uint8), []
+                        batch.frames.append(frame)
+                        batch.pts.append(fpts - shift)
+                        if len(batch.pts) == n:
+                            yield batch
+                            batch = _Batch([], [])
                     if video_done and all(audio_done.values()):
                         break
             except av.error.FFmpegError as e:
@@ -391,9 +404,8 @@ class _Job:
             if not trim and self.end is None and not video_done and info.frames and packets < info.frames:
                 raise MediaError(f"{info.path}: truncated: its index lists {info.frames} video frames but the data "
                                  f"ends after {packets}; re-copy the file, or keep the good part with --duration")
-            if pts:
-                buf[len(pts):] = buf[len(pts) - 1]  # fixed batch shape: no re-plan/re-compile on the last one
-                yield _Batch(buf, pts, len(pts))
+            if batch.pts:
+                yield batch
 
     def _keep_audio(self, packet: Any, trim: bool) -> bool:
         """Queue an audio packet if it starts in the window; True once the stream has passed the window."""
@@ -411,8 +423,38 @@ class _Job:
         return False
 
     # -- model -----------------------------------------------------------------------------------------
+    def _sws(self) -> Any:
+        sws = getattr(self.local, "sws", None)
+        if sws is None:
+            from av.video.reformatter import VideoReformatter
+
+            sws = self.local.sws = VideoReformatter()
+        return sws
+
+    def _pre_one(self, b: _Batch, i: int) -> None:
+        assert b.rgb is not None and b.tensor is not None
+        frame = b.frames[i]
+        h, w = self.scaled
+        kwargs: dict[str, Any] = {"format": "rgb24", "threads": self.sws_threads}
+        if (frame.height, frame.width) != (h, w):  # no scaling arguments otherwise: swscale's plain path
+            kwargs.update(width=w, height=h, interpolation=self.interp)
+        rgb = self._sws().reformat(frame, **kwargs).to_ndarray()
+        b.rgb[i] = np.rot90(rgb, self.k) if self.k else rgb
+        if b.tensor.shape[2:] == b.rgb.shape[1:3]:  # no padding: normalise straight into the batch tensor
+            t = b.tensor[i]
+            np.multiply(b.rgb[i].transpose(2, 0, 1), np.float32(1.0 / 127.5), out=t, casting="unsafe")
+            t -= 1.0  # the same two float32 steps as frames.to_model, so the numbers are identical
+        else:
+            b.tensor[i] = pad_to_multiple(to_model(b.rgb[i]), self.multiple)[0]
+
     def preprocess(self, b: _Batch) -> _Batch:
-        b.tensor = pad_to_multiple(to_model(b.frames), max(1, int(self.backend.meta.multiple)))
+        n, count, (h, w) = self.opts.batch, len(b.pts), self.size
+        ph, pw = padded_size(h, w, self.multiple)
+        b.rgb, b.tensor = np.empty((n, h, w, 3), np.uint8), np.empty((n, 3, ph, pw), np.float32)
+        list(self.pool.map(partial(self._pre_one, b), range(count)))
+        if count < n:  # fixed batch shape: no re-plan / re-compile in the backend for the last batch
+            b.rgb[count:], b.tensor[count:] = b.rgb[count - 1], b.tensor[count - 1]
+        b.frames = []
         return b
 
     def infer(self, b: _Batch) -> _Batch:
@@ -430,13 +472,23 @@ class _Job:
         b.out, b.tensor = out, None
         return b
 
-    def postprocess(self, b: _Batch) -> tuple[np.ndarray, list[int]]:
-        assert b.out is not None
+    def _post_one(self, b: _Batch, i: int) -> Any:
+        import av
+
+        assert b.out is not None and b.rgb is not None
         h, w = self.size
-        out = frames_from_model(crop(b.out[: b.count], h, w))
+        rgb = frames_from_model(crop(b.out[i:i + 1], h, w))[0]
         if self.opts.side_by_side:
-            out = np.concatenate([b.frames[: b.count], out], axis=2)
-        return out, b.pts
+            rgb = np.concatenate([b.rgb[i], rgb], axis=1)
+        if any(self.pad_even):
+            rgb = np.pad(rgb, ((0, self.pad_even[0]), (0, self.pad_even[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        return self._sws().reformat(frame, threads=self.sws_threads, **self.reformat_args)
+
+    def postprocess(self, b: _Batch) -> _Batch:
+        b.frames = list(self.pool.map(partial(self._post_one, b), range(len(b.pts))))
+        b.out = b.rgb = None
+        return b
 
 
 def _shape(a: np.ndarray) -> str:
@@ -450,10 +502,11 @@ class _Writer:
         import av
 
         info, opts = job.info, job.opts
-        self.job, self.pix_fmt, self.pad_even = job, pix_fmt, pad_even
+        self.job, self.pix_fmt = job, pix_fmt
         h, w = job.size
         w *= 2 if opts.side_by_side else 1
-        self.height, self.width = h + (h % 2 if pad_even else 0), w + (w % 2 if pad_even else 0)
+        job.pad_even = (h % 2, w % 2) if pad_even else (0, 0)
+        self.height, self.width = h + job.pad_even[0], w + job.pad_even[1]
         self.tb = info.time_base
         if encoder == "mpeg4" and self.tb.denominator > 65535:  # MPEG-4 part 2 limit on the clock
             self.tb = Fraction(1, 60000)
@@ -478,14 +531,15 @@ class _Writer:
                              f"{' + audio ' + ', '.join(info.audio) if opts.audio and info.audio else ''} in a "
                              f"{dst.suffix} file ({_one_line(e)}); try .mkv (takes any codec) or --no-audio") from e
         cs = _SWS_COLORSPACE.get(info.colorspace)
-        self.reformat_args = {"format": pix_fmt, "dst_color_range": "MPEG", **({"dst_colorspace": cs} if cs else {})}
-        self.frames = 0
+        # RGB -> YUV with the input's matrix (HD clips: BT.709), limited range: what the stream is tagged with
+        job.reformat_args = {"format": pix_fmt, "dst_color_range": "MPEG", **({"dst_colorspace": cs} if cs else {})}
+        self.frames, self.last_pts, self.repaired = 0, -(2**62), 0
 
     def _video_stream(self, encoder: str, info: VideoInfo, opts: VideoOptions) -> Any:
-        vs = self.out.add_stream(encoder, rate=info.rate)
+        vs: Any = self.out.add_stream(encoder, rate=info.rate)
         vs.width, vs.height, vs.pix_fmt = self.width, self.height, self.pix_fmt
         vs.time_base = vs.codec_context.time_base = self.tb
-        cc = vs.codec_context
+        cc: Any = vs.codec_context
         if info.colorspace not in (0, 2):
             cc.colorspace = info.colorspace
         if info.color_primaries not in (0, 2):
@@ -510,26 +564,19 @@ class _Writer:
         vs.options = options
         return vs
 
-    def write(self, item: tuple[np.ndarray, list[int]]) -> None:
-        import av
-
-        frames, pts = item
-        if self.pad_even and frames.shape[1:3] != (self.height, self.width):
-            h, w = frames.shape[1:3]
-            frames = np.pad(frames, ((0, 0), (0, self.height - h), (0, self.width - w), (0, 0)), mode="edge")
+    def write(self, b: _Batch) -> None:
         scale = self.job.info.time_base / self.tb
-        for arr, p in zip(frames, pts, strict=True):
+        for frame, p in zip(b.frames, b.pts, strict=True):
             p = round(p * scale) if scale != 1 else p
-            if p <= self.job.last_pts:  # encoders reject non-increasing pts
-                p = self.job.last_pts + 1
-                self.job.repaired += 1
-            self.job.last_pts = p
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(**self.reformat_args)
+            if p <= self.last_pts:  # encoders reject non-increasing pts
+                p = self.last_pts + 1
+                self.repaired += 1
+            self.last_pts = p
             frame.pts, frame.time_base = p, self.tb
             self.out.mux(self.vs.encode(frame))
             self.frames += 1
         self.job.done = self.frames
-        self._mux_audio(float((self.job.last_pts + 1) * self.tb))
+        self._mux_audio(float((self.last_pts + 1) * self.tb))
 
     def _mux_audio(self, until: float) -> None:
         q = self.job.audio
@@ -549,13 +596,16 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
     """Translate every frame of `src` with `backend` into `dst` (see the module doc for what is kept)."""
     src, dst, opts = Path(src), Path(dst), opts or VideoOptions()
     _check_options(opts)
+    info = probe_video(src)  # before touching the output side: a bad input must not create folders
     _check_paths(src, dst)
-    info = probe_video(src)
+    if info.duration is not None and opts.start >= info.duration:
+        raise ConfigError(f"--start {opts.start}: {src} is only {info.duration:.2f}s long")
     meta = backend.meta
     if meta.input_nc != 3 or meta.output_nc != 3:
         raise ConfigError(f"{meta.source or backend.name}: the model maps {meta.input_nc} to {meta.output_nc} "
                           "channels; video needs an RGB (3 -> 3 channel) generator")
-    job = _Job(info, backend, opts)
+    pool = ThreadPoolExecutor(max(1, min(opts.batch, os.cpu_count() or 1, 8)), thread_name_prefix="cgdeploy-frames")
+    job = _Job(info, backend, opts, pool)
     encoder = output_codec(opts.codec, dst)
     h, w = job.size
     pix_fmt, pad_even = pick_pix_fmt(encoder, h, w * (2 if opts.side_by_side else 1), opts.pix_fmt)
@@ -573,9 +623,8 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
         if pipe.error is not None:
             raise pipe.error
         if writer.frames == 0:
-            raise MediaError(f"{src}: no video frames between {opts.start}s and "
-                             f"{opts.start + (opts.duration or 0)}s; check --start/--duration "
-                             f"(the video is {info.duration or 0:.2f}s long)")
+            raise MediaError(f"{src}: no video frames from {opts.start}s on; check --start/--duration (the video "
+                             f"is {info.duration or 0:.2f}s long)")
         writer.out.close()
         os.replace(tmp, dst)
         ok = True
@@ -592,8 +641,12 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
                 except Exception:  # noqa: BLE001 - the file is deleted next; closing is best effort
                     pass
             tmp.unlink(missing_ok=True)
-    if job.repaired:
-        job.warnings.append(f"{job.repaired} frame timestamps were missing or not increasing; gave them the next tick")
+        pool.shutdown(wait=True, cancel_futures=True)  # per-frame tasks are short
+    if writer.repaired:
+        job.warnings.append(f"{writer.repaired} frame timestamps were missing or not increasing: gave each the next "
+                            "tick")
+    if job.no_pts:
+        job.warnings.append(f"{job.no_pts} frames had no timestamp: spaced them at {float(info.rate):.3f} fps")
     if pad_even:
         job.warnings.append(f"{pix_fmt} needs even sizes: padded the odd side by one repeated row/column")
     busy = {k: round(v, 4) for k, v in pipe.busy.items()}

@@ -10,6 +10,7 @@ What the checks guard against (each seen with some exporter/version combination)
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -133,6 +134,10 @@ def export_onnx(model: nn.Module, meta: ModelMeta, path: Path, *, opset: int = D
     meta.input_name, meta.output_name = "input", "output"
     example = _example_input(meta)
     dims = {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}
+    # the exporter logs a warning per missing torchvision op it could register; irrelevant to generators
+    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration_log.level
+    registration_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -142,6 +147,8 @@ def export_onnx(model: nn.Module, meta: ModelMeta, path: Path, *, opset: int = D
     except Exception as e:  # the exporter raises many types; the message is what the user needs
         raise ExportError(f"{path}: torch.onnx.export (dynamo) failed for {meta.arch}: "
                           f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from e
+    finally:
+        registration_log.setLevel(level)
     assert program is not None
     proto = program.model_proto
     _rename_dynamic_axes(proto)

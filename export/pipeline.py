@@ -99,6 +99,10 @@ def run_export(opts: ExportOptions, echo: Callable[[str], None] = print) -> Expo
         if direction is not None:
             meta.direction = direction
         echo(f"loaded {meta.source}: {meta.arch} ngf {meta.ngf} norm {meta.norm} {meta.direction} ({meta.model})")
+        if opts.engine:  # refuse bad --min/--opt/--max-shape before spending minutes on the export
+            from cyclegan_deploy.export.tensorrt import derive_profile
+
+            derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
         source = _export_direction(model, meta, opts, result, echo)
         built.append((model, meta, source))
     if opts.engine:
@@ -108,8 +112,11 @@ def run_export(opts: ExportOptions, echo: Callable[[str], None] = print) -> Expo
 
 def _gate(run: Callable[[], ParityReport], artifact: Path, result: ExportResult) -> None:
     """Run a parity gate; a failed artifact is renamed out of the way so nothing downstream picks it up."""
+    from cyclegan_deploy.export.validate import parity_path
+
     try:
         result.parity.append(run())
+        result.files.append(parity_path(artifact))
     except ParityError as e:
         rejected = artifact.with_name(artifact.name.replace(".onnx", ".rejected.onnx", 1)
                                       if artifact.suffix == ".onnx" else artifact.name + ".rejected")
@@ -170,7 +177,7 @@ def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: E
     from cyclegan_deploy.export.validate import validate_candidate
 
     xml = export_openvino(onnx_path, onnx_path.with_suffix(".xml"), opts.ov_precision)
-    result.files += [xml, xml.with_suffix(".bin")]
+    result.files += [xml, xml.with_suffix(".bin"), xml.with_name(xml.name + ".json")]
     echo(f"wrote {xml} (+ .bin, .xml.json; inference precision {opts.ov_precision})")
     if not opts.validate:
         return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,10 @@ def to_fp16(onnx_path: Path, out_path: Path, norm_precision: str = "fp32") -> Pa
     # passing op_block_list replaces the converter's default list, so extend it rather than replace it
     block = list(float16.DEFAULT_OP_BLOCK_LIST) + (["InstanceNormalization"] if norm_precision == "fp32" else [])
     try:
-        converted = float16.convert_float_to_float16(proto, keep_io_types=True, op_block_list=block)
+        with warnings.catch_warnings():
+            # it warns for every weight below 1e-7 that it clamps to 1e-7 (FP16's subnormal range): harmless
+            warnings.simplefilter("ignore", UserWarning)
+            converted = float16.convert_float_to_float16(proto, keep_io_types=True, op_block_list=block)
     except Exception as e:
         raise ExportError(f"{onnx_path}: FP16 conversion failed ({type(e).__name__}: {str(e)[:200]})") from e
     _fold_initializer_casts(converted)
@@ -286,7 +290,8 @@ def load_images(folder: Path, meta: ModelMeta, limit: int = 8) -> list[np.ndarra
     for file in files[:limit]:
         img = Image.open(file).convert("RGB")
         scale = meta.train_size / min(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BICUBIC)
         out.append(np.asarray(img)[None])
     return out
 
@@ -357,9 +362,9 @@ def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.nda
         or "given images", shapes=[list(b.shape) for b in batches], norms=norm_stats, variants=variants,
         chosen_norm_precision=norm_precision, verdict=verdict,
         method="FP16 emulated in torch on CPU: FP16 weights, every layer's inputs/outputs rounded to FP16 (FP32 "
-               "accumulation inside convs, as GPU tensor cores do); norm fp32 = InstanceNorm in FP32 on the FP16 input, "
-               "output rounded; norm fp16 = every step of the statistics rounded to FP16 (squares overflow past 256). "
-               "PSNR on [-1,1] outputs (peak-to-peak 2) vs the FP32 model on the same inputs.",
+               "accumulation inside convs, as GPU tensor cores do); norm fp32 = InstanceNorm in FP32 on the FP16 "
+               "input, output rounded; norm fp16 = every step of the statistics rounded to FP16 (squares overflow "
+               "past 256). PSNR on [-1,1] outputs (peak-to-peak 2) vs the FP32 model on the same inputs.",
         notes=["thresholds: safe >= 40 dB, risky 30-40 dB, will wash out < 30 dB or any inf/NaN or an InstanceNorm "
                "input beyond the FP16 range"])
     if out_path is not None:

@@ -282,7 +282,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
     strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # gone in 11.x: always on
     network = builder.create_network(0 if strongly is None else 1 << int(strongly))
     parser = trt.OnnxParser(network, logger)
-    native_norm = getattr(trt.OnnxParserFlag, "NATIVE_INSTANCENORM", None)
+    native_norm = getattr(getattr(trt, "OnnxParserFlag", None), "NATIVE_INSTANCENORM", None)
     if native_norm is not None:  # default since 10.0; be explicit so the FP32 norm is a native layer, not a plugin
         parser.set_flag(native_norm)
     if not parser.parse_from_file(str(onnx_path)):

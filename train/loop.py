@@ -205,9 +205,12 @@ class _Run:
     def end_of_epoch_outputs(self, done: int) -> None:
         self.save_samples(f"epoch_{done:03d}")
         self.model.save_generators(self.run_dir, "latest")
+        self.save_checkpoint()
         if done % self.cfg.save_every == 0 or done == self.cfg.total_epochs:
             self.model.save_generators(self.run_dir, str(done))
-        self.save_checkpoint()
+            self.plot()  # with the per-epoch files only: a matplotlib figure costs more than a tiny epoch
+
+    def plot(self) -> None:
         plot_losses(self.run_dir / LOSSES_CSV, self.run_dir / LOSSES_PNG, self.model.loss_names)
 
 
@@ -270,6 +273,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, 
         if consistent:
             run.save_checkpoint()
             run.model.save_generators(run.run_dir, "latest")
+            run.plot()
             run.log(f"interrupted at epoch {run.epoch}, iteration {run.iteration}: saved {run.ckpt_path}; "
                     "continue with --resume")
         raise
@@ -279,7 +283,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, 
         run.save_checkpoint()
         run.model.save_generators(run.run_dir, "latest")
         run.save_samples(f"epoch_{run.epoch:03d}_partial")
-        plot_losses(run.run_dir / LOSSES_CSV, run.run_dir / LOSSES_PNG, model.loss_names)
+        run.plot()
         run.log(f"time budget of {cfg.max_minutes} min reached at epoch {run.epoch}, iteration {run.iteration}: "
                 f"saved {run.ckpt_path}; continue with --resume")
     result = TrainResult(run.run_dir, run.epoch - 1, run.iteration, time.monotonic() - start, stopped_early, losses)

@@ -57,3 +57,7 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         result = run_export(opts, echo=typer.echo)
         typer.echo(f"done: {len(result.files)} files in {out_dir}" + (
             "" if opts.validate else " (parity NOT checked: --no-validate)"))
+        for path in result.files:
+            size = path.stat().st_size
+            typer.echo(f"  {path.name:32s} {size / 1e6:8.2f} MB" if size >= 100_000 else f"  {path.name:32s} "
+                       f"{size / 1e3:8.1f} kB")

@@ -68,8 +68,9 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                                                                    "near-transparent, 23 ffmpeg's default."),
         codec: str | None = typer.Option(None, "--codec", help="h264 (default; .webm: vp9) | hevc | mpeg4 | vp9 | "
                                                                "ffv1 | any PyAV encoder name."),
-        preset: str | None = typer.Option(None, "--preset", help="x264/x265 preset (ultrafast ... veryslow; "
-                                                                 "default medium)."),
+        preset: str = typer.Option("veryfast", "--preset", help="x264/x265 preset (ultrafast ... veryslow): "
+                                                                "slower ones give smaller files, not better frames "
+                                                                "at the same --crf."),
         pix_fmt: str | None = typer.Option(None, "--pix-fmt", help="Encoder pixel format (default yuv420p; yuv444p "
                                                                    "for odd sizes with h264/hevc to keep the size)."),
         size: str | None = SIZE,

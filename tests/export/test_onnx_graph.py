@@ -79,3 +79,14 @@ def test_check_graph_rejects_constant_pad_and_fixed_dims(tiny_onnx, tmp_path):
     problems = check_graph(bad, raise_on_error=False).problems
     assert any("Pad(mode=reflect)" in p for p in problems)
     assert any("must be dynamic" in p for p in problems)
+
+
+@pytest.mark.parametrize(("arch", "blocks"), [("resnet_9blocks", 9), ("resnet_6blocks", 6), ("unet_256", 0),
+                                              ("unet_128", 0)])
+def test_expected_instance_norms_from_card_match_the_models(arch, blocks):
+    """check_graph without the torch model counts InstanceNorm2d from the card; it must match the real layers."""
+    from cyclegan_deploy.export.onnx import _instance_norms_from_card, expected_instance_norm_count
+    from cyclegan_deploy.train.models import GeneratorConfig, build_generator
+
+    cfg = GeneratorConfig(arch=arch, ngf=2, norm="instance")
+    assert _instance_norms_from_card(cfg.to_meta()) == expected_instance_norm_count(build_generator(cfg))

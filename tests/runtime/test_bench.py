@@ -112,8 +112,9 @@ def test_mac_count_of_hand_built_graph(tmp_path: Path) -> None:
 
 def test_mac_count_full_resnet9_and_tiny_onnx_agree_with_torch(tiny_resnet: Any, tiny_onnx: Path) -> None:
     pytest.importorskip("torch")
-    from cyclegan_deploy.bench_metrics import count_macs_torch
     from cyclegan_deploy.train.models import GeneratorConfig, build_generator
+
+    from cyclegan_deploy.bench_metrics import count_macs_torch
 
     model, _ = tiny_resnet
     assert count_macs_torch(model, 36, 44) == count_macs_onnx(tiny_onnx, 36, 44)
@@ -250,6 +251,24 @@ def test_result_files(fake_run: Any) -> None:
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
 
 
+def test_readme_performance_section(fake_run: Any, tmp_path: Path) -> None:
+    import importlib.util
+
+    results, _, out, _ = fake_run
+    spec = importlib.util.spec_from_file_location(
+        "make_readme_perf", Path(__file__).resolve().parents[2] / "benchmarks" / "make_readme_perf.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "results.json").write_text((out / "results.json").read_text())
+    text = module.build(tmp_path, tmp_path)
+    assert "## Performance" in text and "GMAC" in text and "peak" in text
+    assert "| onnxruntime-cpu | 1 | fp32 |" in text  # one row per backend and batch, sizes as columns
+    assert "failed: RuntimeError: could not compile" in text  # failures stay visible in the README too
+    assert "### GPU" in text and "Not measured yet" in text
+
+
 def test_time_budget_stops_early(tmp_path: Path) -> None:
     cfg = BenchConfig(out_dir=tmp_path, onnx=_conv_graph(tmp_path / "c.onnx"), specs=["onnxruntime"],
                       sizes=[(8, 8)], warmup=1, repeats=1000, max_seconds=0.0)
@@ -261,6 +280,24 @@ def test_time_budget_stops_early(tmp_path: Path) -> None:
 def test_unknown_spec_fails_before_running(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown bench backend"):
         run_bench(BenchConfig(out_dir=tmp_path, specs=["onnxruntime", "tensorflow"]), loader=_fake_loader([]))
+
+
+def test_video_mode_reports_pipeline_and_inference_fps(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    from cyclegan_deploy.sample_media import make_sample_video
+
+    clip = make_sample_video(tmp_path / "clip.mp4", frames=6, size=(30, 40), audio=None)
+    cfg = BenchConfig(out_dir=tmp_path / "r", onnx=_conv_graph(tmp_path / "c.onnx"), specs=["onnxruntime"],
+                      sizes=[(8, 8)], batches=[2], warmup=1, repeats=3, video=clip)
+    results = run_bench(cfg, loader=_fake_loader([]), log=lambda s: None)
+    video = results["video"]
+    assert video["status"] == "ok" and video["backend"] == "onnxruntime" and video["frames"] == 6
+    assert video["run_size"] == [32, 40]  # the clip's size rounded up to the backend's multiple
+    assert video["end_to_end_vs_inference"] == pytest.approx(video["end_to_end_fps"] / video["inference_only_fps"])
+    assert set(video["stage_busy_s"]) >= {"decode", "inference", "encode"}
+    assert Path(video["output"]).is_file()
+    write_outputs(results, cfg.out_dir)
+    assert "Video end-to-end" in (cfg.out_dir / "results.md").read_text()
 
 
 # ---- the real CLI on the tiny model ----------------------------------------------------------------------------
