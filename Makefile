@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy $(wildcard $(TYPED))
+	$(BIN)/python scripts/typecheck_tensorrt.py $(TYPED)
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q

@@ -38,6 +38,7 @@ def build_generator(tiny: bool, seed: int = 0) -> tuple[Any, Any]:
     or, with tiny, 2 blocks ngf 8. Random weights run the same arithmetic as trained ones; non-zero biases
     keep every term of the graph in play."""
     import torch
+
     from cyclegan_deploy.train.models import GeneratorConfig, build_generator, init_weights
 
     torch.manual_seed(seed)

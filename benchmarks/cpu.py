@@ -104,10 +104,10 @@ def profile_onnxruntime(onnx: Path, h: int, w: int, threads: int | None, work: P
 def profile_torch(checkpoint: Path, h: int, w: int) -> dict[str, Any]:
     """torch.profiler self CPU time per aten op for one eager fp32 call (the baseline's own breakdown)."""
     import torch
-    from cyclegan_deploy.train.checkpoints import load_generator
     from torch.profiler import ProfilerActivity, profile
 
     from cyclegan_deploy.bench_metrics import make_input
+    from cyclegan_deploy.train.checkpoints import load_generator
 
     model, _ = load_generator(checkpoint)
     x = torch.from_numpy(make_input(1, h, w))

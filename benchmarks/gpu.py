@@ -58,9 +58,8 @@ def build_engine(onnx: Path | None, work: Path, sizes: list[tuple[int, int]], ma
     if state.startswith(UNAVAILABLE):
         return None, state[len(UNAVAILABLE):]
     try:
-        from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
-
         from cyclegan_deploy.backends.base import read_onnx_meta
+        from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
 
         meta = read_onnx_meta(onnx)
         m = meta.multiple

@@ -16,10 +16,11 @@ from cyclegan_deploy.errors import ConfigError, ParityError
 from cyclegan_deploy.metadata import ModelMeta
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from cyclegan_deploy.export.precision import SafetyReport
     from cyclegan_deploy.export.tensorrt import Profile
     from cyclegan_deploy.export.validate import ParityReport
-    from torch import nn
 
 DIRECTIONS = ("AtoB", "BtoA", "both")
 
@@ -213,9 +214,8 @@ def _build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportO
 def _gate_engine(model: nn.Module, meta: ModelMeta, plan: Path, precision: str, profile: Profile,
                  result: ExportResult) -> None:
     """Engine parity through the runtime's TensorRT backend, at the profile's opt and min sizes."""
-    from cyclegan_deploy.export.validate import validate_candidate
-
     from cyclegan_deploy.backends.base import load_backend
+    from cyclegan_deploy.export.validate import validate_candidate
 
     sizes = [(profile.opt[2], profile.opt[3]), (profile.min[2], profile.min[3])]
     batch = max(profile.min[0], min(2, profile.max[0]))

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from cyclegan_deploy.export.onnx import atomic_output, read_card
 
 from cyclegan_deploy.errors import ConfigError, DataError, ExportError
+from cyclegan_deploy.export.onnx import atomic_output, read_card
 from cyclegan_deploy.metadata import ModelMeta
 
 if TYPE_CHECKING:
@@ -302,9 +302,9 @@ def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.nda
     """Measure whether FP16 will hold for this model: per-InstanceNorm input range vs FP16, and the PSNR of
     simulated FP16 arithmetic (torch half on CPU) vs FP32 for norm fp32 and norm fp16."""
     import torch
-    from cyclegan_deploy.export.validate import compare, sample_images
     from torch import nn
 
+    from cyclegan_deploy.export.validate import compare, sample_images
     from cyclegan_deploy.frames import pad_to_multiple, to_model
 
     if images is None:

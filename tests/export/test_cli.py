@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from cyclegan_deploy.export.validate import ort_session, sample_images
 
 from cyclegan_deploy.cli import main
+from cyclegan_deploy.export.validate import ort_session, sample_images
 from cyclegan_deploy.frames import to_model
 from cyclegan_deploy.metadata import ModelMeta
 
@@ -85,9 +85,8 @@ def test_bad_options_exit_1_before_work(tiny_generator_file, tmp_path, capsys):
 
 
 def test_directions_of_run_dirs_and_files(tmp_path):
-    from cyclegan_deploy.export.pipeline import ExportOptions, _directions
-
     from cyclegan_deploy.errors import ConfigError
+    from cyclegan_deploy.export.pipeline import ExportOptions, _directions
 
     run = tmp_path / "run"
     run.mkdir()
@@ -102,9 +101,8 @@ def test_directions_of_run_dirs_and_files(tmp_path):
 
 
 def test_failed_gate_moves_the_artifact_aside(tmp_path):
-    from cyclegan_deploy.export.pipeline import ExportResult, _gate
-
     from cyclegan_deploy.errors import ParityError
+    from cyclegan_deploy.export.pipeline import ExportResult, _gate
 
     artifact = tmp_path / "g_AtoB.fp16.onnx"
     artifact.write_bytes(b"graph")

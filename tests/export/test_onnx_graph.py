@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from cyclegan_deploy.export.onnx import check_graph
 
 from cyclegan_deploy.errors import ExportError
+from cyclegan_deploy.export.onnx import check_graph
 from cyclegan_deploy.metadata import ModelMeta
 
 

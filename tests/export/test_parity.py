@@ -8,6 +8,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
+
+from cyclegan_deploy.errors import ParityError
 from cyclegan_deploy.export.validate import (
     FP32_MAX_ABS,
     default_sizes,
@@ -17,9 +20,6 @@ from cyclegan_deploy.export.validate import (
     sample_images,
     validate_onnx,
 )
-from onnx import numpy_helper
-
-from cyclegan_deploy.errors import ParityError
 from cyclegan_deploy.frames import to_model
 from cyclegan_deploy.metadata import ModelMeta
 

@@ -8,6 +8,8 @@ import json
 import onnx
 import pytest
 import torch
+
+from cyclegan_deploy.errors import ExportError
 from cyclegan_deploy.export.precision import (
     FLOAT,
     FLOAT16,
@@ -17,8 +19,6 @@ from cyclegan_deploy.export.precision import (
     to_fp16,
 )
 from cyclegan_deploy.export.validate import FP16_MIN_PSNR, validate_onnx
-
-from cyclegan_deploy.errors import ExportError
 from cyclegan_deploy.metadata import ModelMeta
 
 

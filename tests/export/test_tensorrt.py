@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict
 
 import pytest
+
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError
 from cyclegan_deploy.export.tensorrt import (
     BuildOptions,
     EngineSidecar,
@@ -20,8 +22,6 @@ from cyclegan_deploy.export.tensorrt import (
     trtexec_command,
     write_sidecar,
 )
-
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError
 from cyclegan_deploy.metadata import ModelMeta
 
 
@@ -129,6 +129,7 @@ def test_real_engine_build(tiny_resnet, tiny_fp16, tmp_path):
     if not _has_tensorrt():
         pytest.skip("TensorRT is not installed")
     import tensorrt as trt
+
     from cyclegan_deploy.export.tensorrt import gpu_info
     from cyclegan_deploy.export.validate import validate_candidate
 

@@ -302,9 +302,8 @@ def test_tensorrt_absent_is_a_clear_error(tmp_path) -> None:
 
 def test_engine_sidecar_mismatch_is_refused(tmp_path, monkeypatch) -> None:
     """Everything up to deserialization runs with a stand-in tensorrt module and a pretend H100."""
-    from cyclegan_deploy.export import tensorrt as trt_export
-
     from cyclegan_deploy.backends.tensorrt import TensorRTBackend
+    from cyclegan_deploy.export import tensorrt as trt_export
 
     fake = types.ModuleType("tensorrt")
     fake.__version__ = "10.13.0.35"  # type: ignore[attr-defined]
@@ -456,9 +455,8 @@ def _fake_tensorrt(cuda: _FakeCuda) -> types.ModuleType:
 
 def test_tensorrt_backend_buffers_and_profile_with_stand_ins(tmp_path, monkeypatch) -> None:
     """The backend's own logic (buffers, copies, addresses, growth, profile check) against stand-in APIs."""
-    from cyclegan_deploy.export import tensorrt as trt_export
-
     from cyclegan_deploy.backends import tensorrt as trt_backend
+    from cyclegan_deploy.export import tensorrt as trt_export
 
     cuda = _FakeCuda()
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))

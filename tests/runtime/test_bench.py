@@ -112,9 +112,8 @@ def test_mac_count_of_hand_built_graph(tmp_path: Path) -> None:
 
 def test_mac_count_full_resnet9_and_tiny_onnx_agree_with_torch(tiny_resnet: Any, tiny_onnx: Path) -> None:
     pytest.importorskip("torch")
-    from cyclegan_deploy.train.models import GeneratorConfig, build_generator
-
     from cyclegan_deploy.bench_metrics import count_macs_torch
+    from cyclegan_deploy.train.models import GeneratorConfig, build_generator
 
     model, _ = tiny_resnet
     assert count_macs_torch(model, 36, 44) == count_macs_onnx(tiny_onnx, 36, 44)

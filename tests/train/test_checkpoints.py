@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cyclegan_deploy.errors import CheckpointError, ConfigError  # noqa: E402
 from cyclegan_deploy.train.checkpoints import (  # noqa: E402
     infer_generator_config,
     load_generator,
@@ -18,8 +19,6 @@ from cyclegan_deploy.train.checkpoints import (  # noqa: E402
     strip_prefixes,
 )
 from cyclegan_deploy.train.models import GeneratorConfig, build_generator, init_weights  # noqa: E402
-
-from cyclegan_deploy.errors import CheckpointError, ConfigError  # noqa: E402
 
 
 def seeded(cfg: GeneratorConfig, seed: int = 0) -> torch.nn.Module:
