@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args, prog_name="cgdeploy")
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == 130:  # typer turns Ctrl-C into a silent Exit(130)
+            typer.secho("interrupted", err=True, fg="yellow")
+        return code
     except CgDeployError as e:
         if _state["debug"]:
             raise

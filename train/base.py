@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
+
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 from cyclegan_deploy.train.checkpoints import save_generator
 from cyclegan_deploy.train.config import TrainConfig
 from cyclegan_deploy.train.losses import ImagePool
 from cyclegan_deploy.train.models import GeneratorConfig, build_discriminator, build_generator, init_weights
-from torch import nn
-
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cyclegan_deploy.train.models import GeneratorConfig, build_generator
 from torch import nn
 
 from cyclegan_deploy.errors import CheckpointError
 from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.train.models import GeneratorConfig, build_generator
 
 GENERATOR_FORMAT = "cgdeploy-generator"
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
@@ -158,7 +158,8 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
     inferred = infer_generator_config(state)
     cfg = GeneratorConfig(arch=arch or meta_dict.get("arch", inferred.arch), ngf=ngf or inferred.ngf,
                           norm=norm or inferred.norm,
-                          dropout=inferred.dropout if dropout is None else dropout,
+                          # U-Net dropout has no weights: trust our card, else the keys
+                          dropout=meta_dict.get("dropout", inferred.dropout) if dropout is None else dropout,
                           input_nc=inferred.input_nc, output_nc=inferred.output_nc)
     if cfg.arch.startswith("resnet") and not arch:
         cfg.n_blocks = inferred.n_blocks

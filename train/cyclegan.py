@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
+from torch.nn import functional as F
+
 from cyclegan_deploy.train.base import GanModel, flip_direction, set_requires_grad
 from cyclegan_deploy.train.config import TrainConfig
 from cyclegan_deploy.train.losses import GANLoss, ImagePool
-from torch import nn
-from torch.nn import functional as F
 
 
 class CycleGAN(GanModel):

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from cyclegan_deploy.train.config import TrainConfig
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cyclegan_deploy.errors import DataError
+from cyclegan_deploy.train.config import TrainConfig
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 Key = tuple[int, int]  # (index, per-sample seed) as yielded by EpochSampler

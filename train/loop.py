@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from cyclegan_deploy.errors import CheckpointError, ConfigError
+from cyclegan_deploy.frames import from_model
 from cyclegan_deploy.train.base import GanModel, resolve_device
 from cyclegan_deploy.train.checkpoints import atomic_save, safe_load
 from cyclegan_deploy.train.config import CONFIG_NAME, TrainConfig
@@ -33,9 +36,6 @@ from cyclegan_deploy.train.losses import python_rng_state, set_python_rng_state
 from cyclegan_deploy.train.pix2pix import Pix2Pix
 from cyclegan_deploy.train.runlog import LOSSES_CSV, LOSSES_PNG, LossLog, plot_losses, save_grid
 from cyclegan_deploy.train.synthetic import evaluate_synthetic, is_synthetic
-
-from cyclegan_deploy.errors import CheckpointError, ConfigError
-from cyclegan_deploy.frames import from_model
 
 TRAINERS: dict[str, type[GanModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix}
 STATE_FORMAT = "cgdeploy-train-state"
@@ -144,9 +144,15 @@ def _progress(enabled: bool) -> Any:
         def render(self, task: Task) -> Text:
             return Text(f"{task.speed:.2f} it/s" if task.speed else "-- it/s", style="progress.data.speed")
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), SpeedColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), SpeedColumn(),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                     console=Console(stderr=True), disable=not enabled)
+
+
+def _summary(losses: dict[str, float]) -> str:
+    """Generator and discriminator totals: all eight CycleGAN losses do not fit beside a progress bar."""
+    d = sum(v for k, v in losses.items() if k.startswith("D_"))
+    return f"G {sum(losses.values()) - d:.3f}  D {d:.3f}"
 
 
 # --- the loop ---
@@ -245,7 +251,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, 
                     consistent = True
                     losslog.write(run.epoch, run.iteration, model.lr, time.monotonic() - start, losses)
                     bar.update(task, advance=1, description=f"epoch {run.epoch}/{cfg.total_epochs}",
-                               info=" ".join(f"{k} {v:.3f}" for k, v in losses.items()))
+                               info=_summary(losses))
                     if on_step is not None:
                         on_step(run.iteration, losses)
                     if run.samples_done < len(dataset) and (stop.requested or time.monotonic() - start > budget):

@@ -27,10 +27,11 @@ class GANLoss(nn.Module):
             raise ConfigError(f"unknown --gan-mode {gan_mode!r}; use lsgan or vanilla")
 
     def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        label = self.real_label if target_is_real else self.fake_label
+        label: torch.Tensor = self.real_label if target_is_real else self.fake_label  # type: ignore[assignment]
         # float32 loss even under autocast: the squared/log terms are where fp16 would lose precision
         prediction = prediction.float()
-        return self.loss(prediction, label.to(prediction.dtype).expand_as(prediction))
+        loss: torch.Tensor = self.loss(prediction, label.to(prediction.dtype).expand_as(prediction))
+        return loss
 
 
 class ImagePool:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
+from torch.nn import functional as F
+
 from cyclegan_deploy.train.base import GanModel, set_requires_grad
 from cyclegan_deploy.train.config import TrainConfig
 from cyclegan_deploy.train.losses import GANLoss, ImagePool
-from torch import nn
-from torch.nn import functional as F
 
 
 class Pix2Pix(GanModel):

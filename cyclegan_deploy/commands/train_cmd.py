@@ -6,11 +6,17 @@ to None meaning "the model's reference default" (pix2pix changes several), or on
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 
 _MODEL = "cyclegan | pix2pix (default cyclegan; on --resume, the run's)."
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
+    typer.secho(f"warning: {message}", err=True, fg="yellow")
 
 
 def register(app: typer.Typer, data_app: typer.Typer) -> None:
@@ -80,7 +86,9 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 
         from cyclegan_deploy.train.loop import train
 
-        result = train(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
+        with warnings.catch_warnings():  # skipped data files: one plain line each, not a source-line warning
+            warnings.showwarning = _show_warning
+            result = train(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
         state = "stopped by --max-minutes (resume with --resume)" if result.stopped_early else "done"
         typer.echo(f"{state}: {result.epochs_done} epochs, {result.iterations} iterations in {result.elapsed_s:.0f} s "
                    f"-> {result.run_dir}")

@@ -10,6 +10,7 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
+from cyclegan_deploy.errors import DataError  # noqa: E402
 from cyclegan_deploy.train.config import TrainConfig  # noqa: E402
 from cyclegan_deploy.train.data import (  # noqa: E402
     AlignedDataset,
@@ -22,8 +23,6 @@ from cyclegan_deploy.train.data import (  # noqa: E402
     list_images,
     make_loader,
 )
-
-from cyclegan_deploy.errors import DataError  # noqa: E402
 
 
 def _img(path: Path, size: tuple[int, int] = (40, 36), mode: str = "RGB", value: int = 100) -> Path:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from cyclegan_deploy.errors import DataError
 from cyclegan_deploy.train.synthetic import (
     DEFAULT_MAPPING,
     MAPPING_NAME,
@@ -15,9 +18,6 @@ from cyclegan_deploy.train.synthetic import (
     read_mapping,
     write_synthetic,
 )
-from PIL import Image
-
-from cyclegan_deploy.errors import DataError
 
 
 def _read(folder: Path) -> np.ndarray:

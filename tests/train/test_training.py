@@ -16,15 +16,14 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
+from cyclegan_deploy.cli import main  # noqa: E402
+from cyclegan_deploy.errors import ConfigError, DataError  # noqa: E402
 from cyclegan_deploy.train.checkpoints import load_generator  # noqa: E402
 from cyclegan_deploy.train.config import TrainConfig  # noqa: E402
 from cyclegan_deploy.train.data import DataWarning  # noqa: E402
 from cyclegan_deploy.train.loop import CHECKPOINT, resume_config, train  # noqa: E402
 from cyclegan_deploy.train.losses import GANLoss, ImagePool  # noqa: E402
 from cyclegan_deploy.train.synthetic import write_synthetic  # noqa: E402
-
-from cyclegan_deploy.cli import main  # noqa: E402
-from cyclegan_deploy.errors import ConfigError, DataError  # noqa: E402
 
 TINY: dict[str, Any] = {"load_size": 32, "crop_size": 32, "ngf": 8, "ndf": 8, "netG": "resnet_1blocks",
                         "num_workers": 0, "samples": 2}
