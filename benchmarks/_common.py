@@ -37,19 +37,11 @@ def build_generator(tiny: bool, seed: int = 0) -> tuple[Any, Any]:
     """Seeded ResNet generator with instance norm: the full ResNet-9 ngf 64 (published CycleGAN models' shape)
     or, with tiny, 2 blocks ngf 8. Random weights run the same arithmetic as trained ones; non-zero biases
     keep every term of the graph in play."""
-    import torch
 
-    from cyclegan_deploy.train.models import GeneratorConfig, build_generator, init_weights
+    from cyclegan_deploy.train.models import GeneratorConfig, seeded_generator
 
-    torch.manual_seed(seed)
     cfg = GeneratorConfig(arch="resnet_2blocks", ngf=8) if tiny else GeneratorConfig(arch="resnet_9blocks", ngf=64)
-    model = build_generator(cfg)
-    init_weights(model)
-    with torch.no_grad():
-        for m in model.modules():
-            if getattr(m, "bias", None) is not None:
-                m.bias.normal_(0.0, 0.05)
-    model.eval()
+    model = seeded_generator(cfg, seed=seed)
     return model, cfg.to_meta(source=f"seeded-{cfg.arch}-ngf{cfg.ngf}-seed{seed}", train_size=256)
 
 

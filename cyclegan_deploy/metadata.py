@@ -5,14 +5,25 @@ Shared by export (writes it) and the runtime (reads it), so it must stay torch-f
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from cyclegan_deploy.errors import ConfigError
 
 CARD_KEY = "cgdeploy.model_card"  # one JSON value in ONNX metadata_props / sidecar files
 ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints and engines are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def size_multiple(arch: str) -> int:

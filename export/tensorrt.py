@@ -11,7 +11,6 @@ Everything except build_engine/gpu_info/tensorrt_version is pure Python and test
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib
 import json
 import re
@@ -21,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ExportError
-from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.metadata import ModelMeta, sha256_file
 
 SIDECAR_FORMAT = "cgdeploy-tensorrt-engine"
 Shape4 = tuple[int, int, int, int]
@@ -199,14 +198,6 @@ def trtexec_command(onnx_path: Path, plan_path: Path, profile: Profile, options:
     return cmd + ("" if options.allow_tf32 else " --noTF32")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _import_tensorrt(why: str) -> ModuleType:
     """`import tensorrt`, refusing the empty namespace package that tensorrt-stubs alone leaves behind."""
     try:
@@ -321,7 +312,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
             tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
     sidecar = EngineSidecar(
         tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=cc, profile=profile.as_dict(),
-        precision=card.precision, source_onnx=onnx_path.name, source_onnx_sha256=_sha256(onnx_path),
+        precision=card.precision, source_onnx=onnx_path.name, source_onnx_sha256=sha256_file(onnx_path),
         model_card=asdict(card), strongly_typed=True, tf32=tf32 is not None and options.allow_tf32,
         workspace_bytes=int(options.workspace_gb * (1 << 30)), builder_optimization_level=options.opt_level,
         built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -24,19 +24,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def tiny_resnet():
     """(model, meta): seeded ResNet generator, ngf 8, 2 blocks, instance norm, eval mode."""
-    torch = pytest.importorskip("torch")
-    from cyclegan_deploy.train.models import GeneratorConfig, build_generator, init_weights
+    pytest.importorskip("torch")
+    from cyclegan_deploy.train.models import GeneratorConfig, seeded_generator
 
-    torch.manual_seed(0)
     cfg = GeneratorConfig(arch="resnet_2blocks", ngf=8, n_blocks=2)
-    model = build_generator(cfg)
-    init_weights(model)
-    # non-zero biases so a lost bias shows up in parity tests
-    with torch.no_grad():
-        for m in model.modules():
-            if getattr(m, "bias", None) is not None:
-                m.bias.normal_(0.0, 0.05)
-    model.eval()
+    model = seeded_generator(cfg, seed=0)
     return model, cfg.to_meta(source="tiny_resnet", train_size=64)
 
 

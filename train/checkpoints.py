@@ -5,7 +5,6 @@ Never unpickles arbitrary objects: everything goes through torch.load(weights_on
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -17,20 +16,12 @@ import torch
 from torch import nn
 
 from cyclegan_deploy.errors import CheckpointError
-from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.metadata import ModelMeta, sha256_file
 from cyclegan_deploy.train.models import GeneratorConfig, build_generator
 
 GENERATOR_FORMAT = "cgdeploy-generator"
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
 LEGACY_NORM_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def safe_load(path: Path) -> Any:
