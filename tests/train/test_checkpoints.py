@@ -157,3 +157,16 @@ def test_our_generator_file_round_trip_and_run_dir(tmp_path: Path) -> None:
 def test_unknown_arch_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown --arch"):
         GeneratorConfig(arch="vgg16")
+
+
+def test_pre_zip_serialization_format_loads(tmp_path: Path) -> None:
+    """Published checkpoints from PyTorch < 1.6 use the legacy (non-zip) container: still weights_only."""
+    cfg = GeneratorConfig(arch="resnet_2blocks", ngf=4, n_blocks=2)
+    ref = seeded(cfg, seed=5)
+    path = tmp_path / "horse2zebra.pth"
+    torch.save(with_legacy_instance_norm_keys(ref.state_dict(), ref), path, _use_new_zipfile_serialization=False)
+    model, meta = load_generator(path)
+    assert meta.arch == "resnet_2blocks"
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref(x))
