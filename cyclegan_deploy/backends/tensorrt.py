@@ -94,9 +94,9 @@ class TensorRTBackend:
         if precision not in (None, "auto") and precision != sidecar.precision:
             raise ConfigError(f"{self.path}: the engine's precision is fixed at build time ({sidecar.precision}), "
                               f"not {precision}; build another engine with `cgdeploy export`")
-        cudart = _cuda_runtime()
         gpu, capability = gpu_info(device_id)
         check_engine_compat(sidecar, str(trt.__version__), gpu, capability, engine=str(self.path))
+        cudart = _cuda_runtime()
         _check(cudart.cudaSetDevice(device_id), "cudaSetDevice")
         self.meta = sidecar.meta
         self.precision = sidecar.precision
