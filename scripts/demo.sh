@@ -21,7 +21,7 @@ step "4/6 sample clip with audio: $OUT/sample.mp4"
 cgdeploy data sample-video "$OUT/sample.mp4" --frames 90 --size 256x256 --fps 30
 
 step "5/6 backend comparison at 256x256 (medians; ratios vs torch eager in the same run)"
-cgdeploy bench --checkpoint "$OUT/run/latest_net_G_A.pth" --model "$OUT/export/g_AtoB.onnx" \
+COLUMNS=${COLUMNS:-160} cgdeploy bench --checkpoint "$OUT/run/latest_net_G_A.pth" --model "$OUT/export/g_AtoB.onnx" \
   --backends torch,onnxruntime,openvino-f32 --sizes 256x256 --batch 1 --repeats 15 --warmup 2 \
   --max-seconds 20 -o "$OUT/bench"
 BEST=$(python - "$OUT/bench/results.csv" <<'PY'
