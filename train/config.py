@@ -80,10 +80,14 @@ class TrainConfig:
         values: dict[str, Any] = dict(PIX2PIX_DEFAULTS) if model == "pix2pix" else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["model"] = model
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        return cls._checked(values, "unknown training option(s): {}")
+
+    @classmethod
+    def _checked(cls, values: dict[str, Any], unknown_message: str) -> TrainConfig:
+        """Build and validate, naming keys the dataclass does not have (the message gets them via {})."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+            raise ConfigError(unknown_message.format(", ".join(unknown)))
         cfg = cls(**values)
         cfg.validate()
         return cfg
@@ -164,13 +168,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"config has unknown key(s) {', '.join(unknown)}; it was written by another version")
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
+        return cls._checked(dict(data), "config has unknown key(s) {}; it was written by another version")
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
