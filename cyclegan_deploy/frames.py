@@ -1,34 +1,52 @@
-"""uint8 HWC RGB <-> float32 NCHW in [-1, 1]; reflect-pad to the model's multiple and crop back.
+"""uint8 HWC RGB <-> float32 NCHW by the card's value ranges; reflect-pad to the model's multiple, crop back.
 
-Normalisation is the reference's: x/255 -> (x - 0.5)/0.5 = x/127.5 - 1 on the way in and
-(y + 1)/2 * 255 on the way out. The reference truncates on the way out (astype(uint8)); we round,
+The card says which range uint8 0..255 maps onto (ModelMeta.input_range) and which range the model's
+output covers (output_range). CycleGAN/pix2pix use the reference's [-1, 1] both ways: x/255 -> (x - 0.5)/0.5
+= x/127.5 - 1 in, (y + 1)/2 * 255 out. The reference truncates on the way out (astype(uint8)); we round,
 which is the unbiased choice and is what "correct rounding" in the tests means.
+Output size: a model with scale s maps an (H, W) input to (s*H, s*W); crop() takes the input size and s.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import numpy as np
 
-from cyclegan_deploy.errors import ShapeError
+from cyclegan_deploy.errors import ConfigError, ShapeError
+from cyclegan_deploy.metadata import REFERENCE_RANGE
+
+Range = Sequence[float]
 
 
-def to_model(frames: np.ndarray) -> np.ndarray:
-    """(N,H,W,3) or (H,W,3) uint8 RGB -> (N,3,H,W) float32 in [-1, 1]."""
+def to_model(frames: np.ndarray, value_range: Range = REFERENCE_RANGE) -> np.ndarray:
+    """(N,H,W,3) or (H,W,3) uint8 RGB -> (N,3,H,W) float32 in `value_range`."""
     if frames.ndim == 3:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ShapeError(f"expected uint8 frames of shape (N,H,W,3), got {frames.dtype} {frames.shape}")
     out = frames.transpose(0, 3, 1, 2).astype(np.float32)
-    out *= 1.0 / 127.5
-    out -= 1.0
+    normalise_into(out, out, value_range)
     return np.ascontiguousarray(out)
 
 
-def from_model(batch: np.ndarray) -> np.ndarray:
-    """(N,3,H,W) float in [-1, 1] -> (N,H,W,3) uint8 RGB, rounded and clipped."""
+def normalise_into(src: np.ndarray, out: np.ndarray, value_range: Range = REFERENCE_RANGE) -> None:
+    """out = src/255 mapped onto value_range, in two float32 steps (what to_model does; video reuses it to
+    write straight into a batch tensor). For [-1, 1]: x * (1/127.5) - 1."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    np.multiply(src, np.float32((hi - lo) / 255.0), out=out, casting="unsafe")
+    if lo:
+        out += np.float32(lo)
+
+
+def from_model(batch: np.ndarray, value_range: Range = REFERENCE_RANGE) -> np.ndarray:
+    """(N,3,H,W) float in `value_range` -> (N,H,W,3) uint8 RGB, rounded and clipped."""
     if batch.ndim != 4 or batch.shape[1] != 3:
         raise ShapeError(f"expected a (N,3,H,W) batch from the model, got {batch.shape}")
-    out = (batch.astype(np.float32, copy=False) + 1.0) * 127.5
+    lo, hi = float(value_range[0]), float(value_range[1])
+    out = batch.astype(np.float32, copy=False) - np.float32(lo)
+    out *= np.float32(255.0 / (hi - lo))
     np.clip(out, 0.0, 255.0, out=out)
     return np.ascontiguousarray(np.rint(out).astype(np.uint8).transpose(0, 2, 3, 1))
 
@@ -53,17 +71,26 @@ def pad_to_multiple(batch: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(batch, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="reflect")
 
 
-def crop(batch: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Undo pad_to_multiple."""
-    if batch.shape[-2:] == (height, width):
+def crop(batch: np.ndarray, height: int, width: int, scale: int = 1) -> np.ndarray:
+    """Undo pad_to_multiple on a model output: keep the top-left (scale*height, scale*width)."""
+    h, w = height * scale, width * scale
+    if batch.shape[-2:] == (h, w):
         return batch
-    return batch[..., :height, :width]
+    return batch[..., :h, :w]
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize (N,H,W,3) uint8 frames with area/bicubic filtering (optional speed-up before the model)."""
+    """Resize (N,H,W,3) uint8 frames with bicubic filtering (optional speed-up before the model)."""
     from PIL import Image
 
     if frames.shape[1:3] == (height, width):
         return frames
     return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BICUBIC)) for f in frames])
+
+
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """'HEIGHTxWIDTH' -> (H, W), each at least 2; the one parser for every --size/--sizes value."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m[1]) < 2 or int(m[2]) < 2:
+        raise ConfigError(f"{option} {text!r}: write HEIGHTxWIDTH (each at least 2), e.g. 256x256 or 720x1280")
+    return int(m[1]), int(m[2])

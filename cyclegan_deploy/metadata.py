@@ -1,6 +1,8 @@
 """The model card every artifact carries (ONNX metadata_props, engine/IR sidecars, our checkpoints).
 
-Shared by export (writes it) and the runtime (reads it), so it must stay torch-free.
+Shared by export (writes it) and the runtime (reads it), so it must stay torch-free. Where a card is read
+from each kind of file is artifacts.py's business; what a card says about an architecture (family,
+multiple, scale, value ranges) is written by train/registry.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,21 @@ from typing import Any
 from cyclegan_deploy.errors import ConfigError
 
 CARD_KEY = "cgdeploy.model_card"  # one JSON value in ONNX metadata_props / sidecar files
-ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
+
+# The one precision vocabulary. Artifacts, backends and reports use these names; aliases map onto them.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISION_ALIASES = {"fp32": "fp32", "f32": "fp32", "float32": "fp32", "fp16": "fp16", "f16": "fp16",
+                     "half": "fp16", "float16": "fp16", "bf16": "bf16", "bfloat16": "bf16", "int8": "int8",
+                     "i8": "int8", "u8": "int8"}
+REFERENCE_RANGE = (-1.0, 1.0)  # CycleGAN/pix2pix: (x/255 - 0.5)/0.5 in, the inverse out
+
+
+def canonical_precision(text: str, allowed: tuple[str, ...] = PRECISIONS, what: str = "--precision") -> str:
+    """'f32' -> 'fp32', 'f16' -> 'fp16'...; ConfigError naming the allowed values otherwise."""
+    name = PRECISION_ALIASES.get(str(text).strip().lower())
+    if name is None or name not in allowed:
+        raise ConfigError(f"{what} {text!r}: use one of {', '.join(allowed)}")
+    return name
 
 
 def sha256_file(path: Path) -> str:
@@ -26,20 +42,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def size_multiple(arch: str) -> int:
-    """Spatial multiple the generator needs: ResNet downsamples twice (4); a U-Net by its depth."""
-    if arch.startswith("resnet"):
-        return 4
-    if arch == "unet_256":
-        return 256
-    if arch == "unet_128":
-        return 128
-    raise ConfigError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)}")
-
-
 @dataclass
 class ModelMeta:
     arch: str = "resnet_9blocks"
+    family: str = ""  # registry family (resnet | unet ...); "" on cards older than the registry
     ngf: int = 64
     n_blocks: int = 9  # ResNet blocks; 0 for U-Nets
     norm: str = "instance"  # instance | batch | none
@@ -48,12 +54,13 @@ class ModelMeta:
     output_nc: int = 3
     direction: str = "AtoB"
     model: str = "cyclegan"  # cyclegan | pix2pix | unknown (reference file)
-    multiple: int = 4
-    # (x/255 - mean)/std on input, inverse on output: the reference's normalisation
-    norm_mean: float = 0.5
-    norm_std: float = 0.5
+    multiple: int = 4  # input H and W must be multiples of this (frames are padded to it)
+    scale: int = 1  # output H, W = scale x input H, W (super-resolution > 1); cards without it are 1
+    # uint8 0..255 maps linearly onto input_range before the model, output_range maps back to 0..255 after
+    input_range: tuple[float, float] = REFERENCE_RANGE
+    output_range: tuple[float, float] = REFERENCE_RANGE
     train_size: int = 256
-    precision: str = "fp32"  # fp32 | fp16 (graph/engine) | bf16 (OpenVINO IR hint)
+    precision: str = "fp32"  # one of PRECISIONS: the arithmetic the artifact was made for
     source: str = ""  # file name of the checkpoint it came from
     source_sha256: str = ""
     exporter: str = ""
@@ -63,28 +70,61 @@ class ModelMeta:
     mode: str = "eval"  # batch-norm running stats, dropout off (documented for pix2pix)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.input_range = _range(self.input_range, "input_range")
+        self.output_range = _range(self.output_range, "output_range")
+        self.scale = int(self.scale)
+        if self.scale < 1 or self.multiple < 1:
+            raise ConfigError(f"model card: scale {self.scale} and multiple {self.multiple} must be >= 1; "
+                              "re-export the model")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
+        data = dict(data)
+        # cards before value ranges wrote the reference's normalisation as (x/255 - mean)/std
+        if "input_range" not in data and "norm_mean" in data:
+            mean, std = float(data["norm_mean"]), float(data.get("norm_std", 0.5))
+            data["input_range"] = data["output_range"] = (-mean / std, (1 - mean) / std)
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"unreadable model card ({e}); re-export the model") from e
 
     @classmethod
     def from_json(cls, text: str) -> ModelMeta:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"model card is not JSON ({e}); re-export the model") from e
+        if not isinstance(data, dict):
+            raise ConfigError("model card is not a JSON object; re-export the model")
+        return cls.from_dict(data)
 
     def to_props(self) -> dict[str, str]:
         """Flat string map for ONNX metadata_props: the full card plus readable single keys."""
         props = {CARD_KEY: self.to_json()}
-        for key in ("arch", "ngf", "n_blocks", "norm", "direction", "multiple", "train_size", "precision",
+        for key in ("arch", "ngf", "n_blocks", "norm", "direction", "multiple", "scale", "train_size", "precision",
                     "source_sha256", "exporter", "opset"):
             props[key] = str(getattr(self, key))
-        props["normalization"] = f"(x/255-{self.norm_mean})/{self.norm_std}"
+        (ilo, ihi), (olo, ohi) = self.input_range, self.output_range
+        props["normalization"] = f"input: x/255 -> [{ilo:g}, {ihi:g}]; output: [{olo:g}, {ohi:g}] -> x/255"
         return props
 
     @classmethod
     def from_props(cls, props: dict[str, str]) -> ModelMeta | None:
         text = props.get(CARD_KEY)
         return cls.from_json(text) if text else None
+
+
+def _range(value: Any, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"model card: {name} {value!r} is not a (low, high) pair; re-export the model") from None
+    if not hi > lo:
+        raise ConfigError(f"model card: {name} {value!r} must have high > low; re-export the model")
+    return lo, hi

@@ -1,0 +1,48 @@
+"""The one place PSNR and output parity are computed (export gate, bench, training evaluation).
+
+PSNR is over all values, with the peak-to-peak of the data's range (2 for [-1, 1] model outputs, 255 for
+uint8 images); identical inputs give inf. The uint8 difference is measured after the runtime's own
+output mapping (frames.from_model: clip, scale, round), so it is the pixel error a user would see.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cyclegan_deploy.errors import ShapeError
+from cyclegan_deploy.metadata import REFERENCE_RANGE
+
+
+def psnr(reference: np.ndarray, candidate: np.ndarray, peak_to_peak: float = 2.0) -> float:
+    mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(peak_to_peak**2 / mse)
+
+
+@dataclass
+class Parity:
+    """How far a candidate NCHW output is from the reference's (same shape)."""
+
+    max_abs: float
+    mean_abs: float
+    psnr_db: float  # inf when identical
+    max_uint8_diff: int
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray, value_range: Sequence[float] = REFERENCE_RANGE) -> Parity:
+    """Max/mean abs error and PSNR on the output range, max uint8 difference after the output mapping."""
+    from cyclegan_deploy.frames import from_model
+
+    if reference.shape != candidate.shape:
+        raise ShapeError(f"candidate output shape {candidate.shape} != reference {reference.shape}")
+    ref, out = reference.astype(np.float64), candidate.astype(np.float64)
+    diff = np.abs(ref - out)
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if ref.ndim == 3:
+        reference, candidate = reference[None], candidate[None]
+    u8 = np.abs(from_model(reference, (lo, hi)).astype(np.int16) - from_model(candidate, (lo, hi)).astype(np.int16))
+    return Parity(max_abs=float(diff.max()), mean_abs=float(diff.mean()), psnr_db=psnr(ref, out, hi - lo),
+                  max_uint8_diff=int(u8.max()))
