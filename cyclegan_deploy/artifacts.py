@@ -49,7 +49,8 @@ KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind("tensorrt-engine", (".plan", ".engine"), ("tensorrt",), "sidecar",
                  "build an engine with `cgdeploy export CHECKPOINT -o OUT_DIR --engine` on the GPU that runs it "
                  "(or run the .onnx through TensorRT with --backend onnxruntime-trt)"),
-    ArtifactKind("torch", (".pth", ".pt", ""), ("torch",), "checkpoint", "pass a generator .pth/.pt or a training run dir"),
+    ArtifactKind("torch", (".pth", ".pt", ""), ("torch",), "checkpoint",
+                 "pass a generator .pth/.pt or a training run dir"),
 )
 # graph file infix per precision: g_AtoB.onnx, g_AtoB.fp16.onnx, g_AtoB.int8.onnx
 GRAPH_INFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.backends.base import UNAVAILABLE, available_backends, package_version, physical_cores
+from cyclegan_deploy.backends import UNAVAILABLE, available_backends
+from cyclegan_deploy.machine import cpu_flags, cpu_model, package_version, physical_cores
 
 PACKAGES = ("numpy", "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino", "av",
             "tensorrt", "cuda-python", "cuda-bindings", "typer", "rich")
@@ -173,17 +174,8 @@ def probe_tensorrt() -> list[dict[str, Any]]:
 # ---- machine -----------------------------------------------------------------------------------------------
 
 def cpu_info() -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
+    flags = cpu_flags()
+    return {"model": cpu_model(), "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
             "flags": {label: flag in flags for flag, label in CPU_FLAGS.items()}}
 
 

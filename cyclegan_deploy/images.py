@@ -1,6 +1,7 @@
 """Translate one image or a folder of images (recursive, sorted) with any Backend.
 
-Output size == input size (reflect-pad to the model's multiple, crop back). Grey, palette, CMYK and
+Output size == input size x the card's scale (reflect-pad to the model's multiple, crop back); pixels are
+converted by the card's value ranges. Grey, palette, CMYK and
 16-bit inputs are converted to RGB for the model; an alpha channel is put back on the output when the
 output format keeps alpha (PNG, WebP, TIFF). EXIF orientation is applied first, like the video path
 honours rotation: the model sees the photo upright and the output is written upright. Unreadable files
@@ -9,14 +10,14 @@ are skipped and listed; only "nothing could be translated" is an error. Same-siz
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cyclegan_deploy.artifacts import atomic_output
 from cyclegan_deploy.backends.base import Backend
-from cyclegan_deploy.errors import ConfigError, MediaError
+from cyclegan_deploy.errors import ConfigError, MediaError, ShapeError
 from cyclegan_deploy.frames import crop, from_model, pad_to_multiple, resize_frames, to_model
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -77,16 +78,11 @@ def _write(item: _Item, rgb: np.ndarray) -> None:
     im = Image.fromarray(rgb)
     suffix = item.dst.suffix.lower()
     if item.alpha is not None and suffix in ALPHA_SUFFIXES:
-        im.putalpha(Image.fromarray(item.alpha))
-    item.dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = item.dst.with_name(f".{item.dst.stem}.partial-{os.getpid()}{item.dst.suffix}")
+        alpha = item.alpha if item.alpha.shape == rgb.shape[:2] else _resize_alpha(item.alpha, rgb.shape[:2])
+        im.putalpha(Image.fromarray(alpha))
     kwargs = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {}
-    try:
+    with atomic_output(item.dst) as tmp:
         im.save(tmp, format=Image.registered_extensions()[suffix], **kwargs)
-        os.replace(tmp, item.dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -158,9 +154,14 @@ def translate_images(src: str | Path, out_dir: str | Path, backend: Backend, *, 
 
 
 def _run(items: list[_Item], backend: Backend, report: ImagesReport) -> None:
+    meta = backend.meta
     h, w = items[0].rgb.shape[:2]
-    x = pad_to_multiple(to_model(np.stack([it.rgb for it in items])), max(1, int(backend.meta.multiple)))
-    out = from_model(crop(backend(x), h, w))
+    x = pad_to_multiple(to_model(np.stack([it.rgb for it in items]), meta.input_range), meta.multiple)
+    y = backend(x)
+    if y.shape != (x.shape[0], 3, x.shape[2] * meta.scale, x.shape[3] * meta.scale):
+        raise ShapeError(f"{backend.name} returned {y.shape} for a {x.shape} batch; the card says 3 channels at "
+                         f"{meta.scale}x the size")
+    out = from_model(crop(y, h, w, meta.scale), meta.output_range)
     for item, rgb in zip(items, out, strict=True):
         try:
             _write(item, rgb)

@@ -22,6 +22,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 PRECISION_ALIASES = {"fp32": "fp32", "f32": "fp32", "float32": "fp32", "fp16": "fp16", "f16": "fp16",
                      "half": "fp16", "float16": "fp16", "bf16": "bf16", "bfloat16": "bf16", "int8": "int8",
                      "i8": "int8", "u8": "int8"}
+# OpenVINO names its inference precisions f32/f16/bf16 (INFERENCE_PRECISION_HINT); it has no int8 hint
+OPENVINO_NAMES = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 REFERENCE_RANGE = (-1.0, 1.0)  # CycleGAN/pix2pix: (x/255 - 0.5)/0.5 in, the inverse out
 
 
@@ -57,8 +59,9 @@ class ModelMeta:
     multiple: int = 4  # input H and W must be multiples of this (frames are padded to it)
     scale: int = 1  # output H, W = scale x input H, W (super-resolution > 1); cards without it are 1
     # uint8 0..255 maps linearly onto input_range before the model, output_range maps back to 0..255 after
-    input_range: tuple[float, float] = REFERENCE_RANGE
-    output_range: tuple[float, float] = REFERENCE_RANGE
+    # (lists, not tuples: the card must survive a JSON round trip unchanged)
+    input_range: list[float] = field(default_factory=lambda: list(REFERENCE_RANGE))
+    output_range: list[float] = field(default_factory=lambda: list(REFERENCE_RANGE))
     train_size: int = 256
     precision: str = "fp32"  # one of PRECISIONS: the arithmetic the artifact was made for
     source: str = ""  # file name of the checkpoint it came from
@@ -120,11 +123,11 @@ class ModelMeta:
         return cls.from_json(text) if text else None
 
 
-def _range(value: Any, name: str) -> tuple[float, float]:
+def _range(value: Any, name: str) -> list[float]:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ConfigError(f"model card: {name} {value!r} is not a (low, high) pair; re-export the model") from None
     if not hi > lo:
         raise ConfigError(f"model card: {name} {value!r} must have high > low; re-export the model")
-    return lo, hi
+    return [lo, hi]

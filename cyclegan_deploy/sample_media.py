@@ -8,13 +8,13 @@ can make every kind of clip a phone or an editor produces.
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cyclegan_deploy.artifacts import atomic_output
 from cyclegan_deploy.errors import ConfigError, MediaError
 
 AUDIO_RATE = 48000
@@ -88,9 +88,8 @@ def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, in
     # VFR needs a fine clock: 1/90000 (MPEG's) represents every duration used here exactly
     tb = time_base or (Fraction(1, 90000) if vfr else 1 / rate)
     times = frame_times(frames, rate, vfr)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
-        with av.open(str(tmp), "w") as out:
+        with atomic_output(path) as tmp, av.open(str(tmp), "w") as out:
             vs: Any = out.add_stream(codec, rate=rate)
             vs.width, vs.height, vs.pix_fmt = coded_w, coded_h, pix_fmt
             vs.codec_context.time_base = tb
@@ -115,13 +114,9 @@ def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, in
             if aus is not None:
                 total = times[-1] + (1 + (frames - 1) % 3 if vfr else 1) / rate if frames else Fraction(0)
                 _write_tone(out, aus, float(total))
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, ValueError | OSError):  # PyAV: unknown container/codec option; no such folder
-            raise MediaError(f"{path}: cannot write the sample clip ({e}); use an .mp4/.mkv path in an existing "
-                             "folder") from e
-        raise
-    os.replace(tmp, path)
+    except (ValueError, OSError) as e:  # PyAV: unknown container/codec option; a file in the folder's way
+        raise MediaError(f"{path}: cannot write the sample clip ({e}); use an .mp4/.mkv path in a writable "
+                         "folder") from e
     return path
 
 

@@ -11,19 +11,17 @@ What the checks guard against (each seen with some exporter/version combination)
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cyclegan_deploy.artifacts import atomic_output
 from cyclegan_deploy.errors import ExportError
 from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.train.registry import family_of_card
 
 if TYPE_CHECKING:
     import onnx as onnx_lib
@@ -55,23 +53,6 @@ class GraphReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it onto `path` only when the block finishes without error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the artifact normal permissions
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def expected_instance_norm_count(model: nn.Module) -> int:
@@ -191,8 +172,9 @@ def check_graph(path: Path, *, expected_instance_norms: int | None = None, norm:
     graph = proto.graph
     card = read_card(proto)
     norm = norm or (card.norm if card else None)
-    if expected_instance_norms is None and card is not None and norm == "instance":
-        expected_instance_norms = _instance_norms_from_card(card)
+    family = family_of_card(card) if card is not None else None
+    if expected_instance_norms is None and family is not None and card is not None and norm == "instance":
+        expected_instance_norms = family.instance_norms(card)
     ops = Counter(n.op_type for n in graph.node)
     problems: list[str] = []
     n_in = ops.get("InstanceNormalization", 0)
@@ -213,8 +195,8 @@ def check_graph(path: Path, *, expected_instance_norms: int | None = None, norm:
                 problems.append(f"node {node.name}: BatchNormalization in training mode (export in eval mode)")
     pad_modes = [next((a.s.decode() for a in n.attribute if a.name == "mode"), "constant")
                  for n in graph.node if n.op_type == "Pad"]
-    if card is not None and card.arch.startswith("resnet") and not pad_modes:
-        problems.append("no Pad nodes in a ResNet generator (ReflectionPad2d was lost)")
+    if family is not None and family.reflect_pad and not pad_modes:
+        problems.append(f"no Pad nodes in {family.title} generator (ReflectionPad2d was lost)")
     bad_pads = [m for m in pad_modes if m != "reflect"]
     if bad_pads:
         problems.append(f"{len(bad_pads)} Pad node(s) with mode {bad_pads[0]!r}; ReflectionPad2d must be "
@@ -241,10 +223,3 @@ def check_graph(path: Path, *, expected_instance_norms: int | None = None, norm:
                           "Re-export with opset >= 17 and torch.onnx.export(dynamo=True) in eval mode")
     return report
 
-
-def _instance_norms_from_card(card: ModelMeta) -> int | None:
-    """InstanceNorm2d count of the reference generators, for checking a graph without its torch model."""
-    if card.arch.startswith("resnet"):
-        return 5 + 2 * card.n_blocks  # stem, 2 down, 2 per block, 2 up
-    downs = {"unet_256": 8, "unet_128": 7}.get(card.arch)
-    return None if downs is None else 2 * (downs - 2) + 1  # innermost has one, the outermost none

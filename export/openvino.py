@@ -9,7 +9,6 @@ sets no hint), and the sidecar `<name>.xml.json` (the model card, which the runt
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -18,33 +17,24 @@ from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ExportError
-from cyclegan_deploy.metadata import CARD_KEY, ModelMeta
-
-# OpenVINO's precision names -> the card's
-OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
-
-
-def card_path(xml_path: Path) -> Path:
-    return Path(xml_path).with_name(Path(xml_path).name + ".json")
+from cyclegan_deploy.artifacts import commit, read_card, sidecar_path, temp_name
+from cyclegan_deploy.errors import BackendUnavailableError, ExportError
+from cyclegan_deploy.metadata import CARD_KEY, OPENVINO_NAMES, canonical_precision
 
 
 def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "f32") -> Path:
     """Convert the FP32 ONNX graph at `onnx_path` to `xml_path` (+ .bin + .xml.json), all renamed into place
     only once every file is complete."""
-    import onnx
-
-    if precision not in OV_PRECISIONS:
-        raise ConfigError(f"--ov-precision {precision!r}: use one of {', '.join(OV_PRECISIONS)}")
+    card_precision = canonical_precision(precision, tuple(OPENVINO_NAMES), "--ov-precision")
+    precision = OPENVINO_NAMES[card_precision]
     try:
         import openvino as ov
     except ImportError as e:
         raise BackendUnavailableError(f"OpenVINO is not installed ({e}); pip install openvino, or export with "
                                       "--target onnx") from e
     onnx_path, xml_path = Path(onnx_path), Path(xml_path)
-    card = ModelMeta.from_props({p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False)
-                                 .metadata_props})
-    if card is None or card.precision != "fp32":
+    card = read_card(onnx_path)
+    if card.model == "unknown" or card.precision != "fp32":
         raise ExportError(f"{onnx_path}: OpenVINO IR is converted from the FP32 graph with a cgdeploy model card; "
                           "pass g_*.onnx written by `cgdeploy export`")
     try:
@@ -52,21 +42,20 @@ def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "f32") -> 
     except Exception as e:  # OpenVINO raises RuntimeError subclasses with long C++ traces
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ExportError(f"{onnx_path}: OpenVINO convert_model failed ({first})") from e
-    card.precision = OV_PRECISIONS[precision]
+    card.precision = card_precision
     card.extra = {**card.extra, "openvino_inference_precision": precision, "openvino_version": ov.__version__,
                   "source_onnx": onnx_path.name}
     model.set_rt_info(precision, ["runtime_options", "INFERENCE_PRECISION_HINT"])
     model.set_rt_info(card.to_json(), [CARD_KEY])
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{xml_path.stem}.", dir=xml_path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temp_name(xml_path), dir=xml_path.parent))
     try:
         staged_xml = staging / xml_path.name
         ov.save_model(model, str(staged_xml), compress_to_fp16=precision == "f16")
-        card_path(staged_xml).write_text(card.to_json() + "\n")
+        sidecar_path(staged_xml).write_text(card.to_json() + "\n")
         # .bin first, the card last: a reader that finds the .xml also finds its weights
-        for src in (staged_xml.with_suffix(".bin"), staged_xml, card_path(staged_xml)):
-            os.chmod(src, 0o644)
-            os.replace(src, xml_path.parent / src.name)
+        for src in (staged_xml.with_suffix(".bin"), staged_xml, sidecar_path(staged_xml)):
+            commit(src, xml_path.parent / src.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return xml_path

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cyclegan_deploy import artifacts
 from cyclegan_deploy.errors import ConfigError, ParityError
-from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.metadata import OPENVINO_NAMES, ModelMeta, canonical_precision
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from cyclegan_deploy.engine_sidecar import Profile
     from cyclegan_deploy.export.precision import SafetyReport
-    from cyclegan_deploy.export.tensorrt import Profile
     from cyclegan_deploy.export.validate import ParityReport
 
 DIRECTIONS = ("AtoB", "BtoA", "both")
@@ -62,6 +63,7 @@ def _check_options(opts: ExportOptions) -> None:
         raise ConfigError(f"--direction {opts.direction!r}: use AtoB, BtoA or both")
     if opts.target not in ("onnx", "openvino"):
         raise ConfigError(f"--target {opts.target!r}: use onnx or openvino")
+    opts.ov_precision = OPENVINO_NAMES[canonical_precision(opts.ov_precision, tuple(OPENVINO_NAMES), "--ov-precision")]
     if opts.fp16_norm not in ("fp32", "fp16"):
         raise ConfigError(f"--fp16-norm {opts.fp16_norm!r}: use fp32 or fp16")
     if not opts.checkpoint.exists():
@@ -113,14 +115,11 @@ def run_export(opts: ExportOptions, echo: Callable[[str], None] = print) -> Expo
 
 def _gate(run: Callable[[], ParityReport], artifact: Path, result: ExportResult) -> None:
     """Run a parity gate; a failed artifact is renamed out of the way so nothing downstream picks it up."""
-    from cyclegan_deploy.export.validate import parity_path
-
     try:
         result.parity.append(run())
-        result.files.append(parity_path(artifact))
+        result.files.append(artifacts.parity_path(artifact))
     except ParityError as e:
-        rejected = artifact.with_name(artifact.name.replace(".onnx", ".rejected.onnx", 1)
-                                      if artifact.suffix == ".onnx" else artifact.name + ".rejected")
+        rejected = artifacts.rejected_path(artifact)
         if artifact.exists():
             os.replace(artifact, rejected)
         raise ParityError(f"{e}; the artifact was moved to {rejected.name}") from e
@@ -132,8 +131,7 @@ def _export_direction(model: nn.Module, meta: ModelMeta, opts: ExportOptions, re
     from cyclegan_deploy.export.onnx import check_graph, export_onnx
     from cyclegan_deploy.export.validate import validate_onnx
 
-    name = f"g_{meta.direction}"
-    onnx_path = export_onnx(model, meta, opts.out_dir / f"{name}.onnx", opset=opts.opset)
+    onnx_path = export_onnx(model, meta, artifacts.onnx_path(opts.out_dir, meta.direction), opset=opts.opset)
     graph = check_graph(onnx_path)
     echo(f"wrote {onnx_path} ({sum(graph.op_counts.values())} nodes, {graph.instance_norms} InstanceNormalization, "
          f"opset {graph.opset}, dynamic N/H/W)")
@@ -155,12 +153,11 @@ def _export_fp16(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: Expor
     from cyclegan_deploy.export.precision import fp16_safety_report, load_images, to_fp16
     from cyclegan_deploy.export.validate import validate_onnx
 
-    fp16_path = to_fp16(onnx_path, onnx_path.with_name(onnx_path.name.replace(".onnx", ".fp16.onnx")),
-                        norm_precision=opts.fp16_norm)
+    fp16_path = to_fp16(onnx_path, artifacts.graph_path(onnx_path, "fp16"), norm_precision=opts.fp16_norm)
     result.files.append(fp16_path)
     echo(f"wrote {fp16_path} (FP16 convs, InstanceNormalization {opts.fp16_norm}, FP32 input/output)")
     images = load_images(opts.safety_images, meta) if opts.safety_images else None
-    safety_path = fp16_path.with_name(fp16_path.name.replace(".onnx", ".safety.json"))
+    safety_path = artifacts.safety_path(fp16_path)
     report = fp16_safety_report(model, meta, images=images, norm_precision=opts.fp16_norm, out_path=safety_path,
                                 image_source=str(opts.safety_images or ""), echo=False)
     result.safety.append(report)
@@ -178,7 +175,7 @@ def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: E
     from cyclegan_deploy.export.validate import validate_candidate
 
     xml = export_openvino(onnx_path, onnx_path.with_suffix(".xml"), opts.ov_precision)
-    result.files += [xml, xml.with_suffix(".bin"), xml.with_name(xml.name + ".json")]
+    result.files += [xml, xml.with_suffix(".bin"), artifacts.sidecar_path(xml)]
     echo(f"wrote {xml} (+ .bin, .xml.json; inference precision {opts.ov_precision})")
     if not opts.validate:
         return
@@ -189,7 +186,7 @@ def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: E
         note += f" ({opts.ov_precision} is not supported on this CPU; measured f32)"
     _gate(lambda: validate_candidate(model, meta, openvino_runner(xml, measured), artifact=xml,
                                      candidate=f"openvino-{measured}", note=note, echo=False,
-                                     precision="fp32" if measured == "f32" else measured), xml, result)
+                                     precision=canonical_precision(measured)), xml, result)
     echo(result.parity[-1].summary())
 
 
@@ -201,9 +198,9 @@ def _build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportO
                            timing_cache=opts.timing_cache or opts.out_dir / "tensorrt.timing.cache")
     for model, meta, source in built:
         profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
-        plan = opts.out_dir / f"g_{meta.direction}.plan"
+        plan = artifacts.engine_path(opts.out_dir, meta.direction)
         sidecar = build_engine(source, plan, profile, options)
-        result.files += [plan, plan.with_name(plan.name + ".json")]
+        result.files += [plan, artifacts.sidecar_path(plan)]
         echo(f"wrote {plan} (TensorRT {sidecar.tensorrt_version}, {sidecar.gpu_name} sm {sidecar.compute_capability},"
              f" {sidecar.precision}, profile min {profile.min} opt {profile.opt} max {profile.max})")
         if opts.validate:
@@ -214,18 +211,29 @@ def _build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportO
 def _gate_engine(model: nn.Module, meta: ModelMeta, plan: Path, precision: str, profile: Profile,
                  result: ExportResult) -> None:
     """Engine parity through the runtime's TensorRT backend, at the profile's opt and min sizes."""
-    from cyclegan_deploy.backends.base import load_backend
+    from cyclegan_deploy.backends import load_backend
     from cyclegan_deploy.export.validate import validate_candidate
 
     sizes = [(profile.opt[2], profile.opt[3]), (profile.min[2], profile.min[3])]
     batch = max(profile.min[0], min(2, profile.max[0]))
-    backend = load_backend(plan, backend="tensorrt", device="cuda")
-    try:
+    with load_backend(plan, backend="tensorrt", device="cuda") as backend:
         # GPU FP32 kernels differ from CPU ones (TF32 is off): 1e-3 abs is an unmeasured starting point
         _gate(lambda: validate_candidate(model, meta, backend, artifact=plan, candidate="tensorrt", echo=False,
                                          precision=precision, max_abs=1e-3 if precision == "fp32" else None,
                                          sizes=sizes, batch=batch,
                                          note="TensorRT engine via the runtime backend vs PyTorch FP32 CPU"),
               plan, result)
-    finally:
-        backend.close()
+
+
+def make_graphs(checkpoint: Path, out_dir: Path, fp16: bool, echo: Callable[[str], None] = print) -> dict[str, Path]:
+    """The ONNX graph (and FP16 graph) of one generator, for tools that need artifacts rather than a release:
+    `cgdeploy bench` and the benchmark scripts. The same export as `cgdeploy export --no-validate` (graph
+    checks still run); returns {"onnx": ..., "onnx-fp16": ...}."""
+    checkpoint = Path(checkpoint)
+    direction = "AtoB" if checkpoint.is_dir() else None  # one generator of a CycleGAN run is enough
+    result = run_export(ExportOptions(checkpoint=checkpoint, out_dir=Path(out_dir), fp16=fp16, validate=False,
+                                      direction=direction), echo=echo)
+    graphs = {"onnx": result.files[0]}
+    if fp16:
+        graphs["onnx-fp16"] = artifacts.graph_path(result.files[0], "fp16")
+    return graphs

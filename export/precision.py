@@ -9,7 +9,6 @@ the graph's own types are what runs, so the precision must be decided here, with
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -18,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cyclegan_deploy.artifacts import atomic_output, write_json
 from cyclegan_deploy.errors import ConfigError, DataError, ExportError
-from cyclegan_deploy.export.onnx import atomic_output, read_card
 from cyclegan_deploy.metadata import ModelMeta
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ def to_fp16(onnx_path: Path, out_path: Path, norm_precision: str = "fp32") -> Pa
         raise ConfigError(f"--fp16-norm {norm_precision!r}: use fp32 or fp16")
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     proto = onnx.load(str(onnx_path))
-    card = read_card(proto)
+    card = ModelMeta.from_props({p.key: p.value for p in proto.metadata_props})
     if card is None:
         raise ExportError(f"{onnx_path}: no cgdeploy model card; export it with `cgdeploy export` first")
     if card.precision != "fp32":
@@ -215,10 +214,7 @@ class SafetyReport:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for v in data["variants"]:
-            v["psnr_db"] = None if math.isinf(v["psnr_db"]) else v["psnr_db"]
-        return data
+        return asdict(self)
 
 
 def _r16(t: torch.Tensor) -> torch.Tensor:
@@ -311,7 +307,7 @@ def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.nda
         side = max(meta.multiple, meta.train_size)
         images = [sample_images(2, side, side, seed), sample_images(2, side, side, seed + 1)]
         image_source = image_source or f"seeded images {side}x{side} (seed {seed})"
-    batches = [pad_to_multiple(to_model(img), meta.multiple) for img in images]
+    batches = [pad_to_multiple(to_model(img, meta.input_range), meta.multiple) for img in images]
     model = model.eval()
     norms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.InstanceNorm2d)]
     stats = {n: [0.0, 0.0, 0.0] for n, _ in norms}
@@ -342,7 +338,7 @@ def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.nda
             outs = [sim(torch.from_numpy(b)).numpy() for b in batches]
         nonfinite = int(sum((~np.isfinite(o)).sum() for o in outs))
         finite = [np.nan_to_num(o, nan=0.0, posinf=1.0, neginf=-1.0) for o in outs]
-        cases = [compare(r, o) for r, o in zip(refs, finite, strict=True)]
+        cases = [compare(r, o, meta.output_range) for r, o in zip(refs, finite, strict=True)]
         psnr_db = min(c.psnr_db for c in cases)
         square_overflow = variant == "fp16" and any(s.max_dev**2 >= FP16_MAX for s in norm_stats)
         variants.append(VariantResult(variant, psnr_db, max(c.max_abs for c in cases),
@@ -368,8 +364,7 @@ def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.nda
         notes=["thresholds: safe >= 40 dB, risky 30-40 dB, will wash out < 30 dB or any inf/NaN or an InstanceNorm "
                "input beyond the FP16 range"])
     if out_path is not None:
-        with atomic_output(Path(out_path)) as tmp:
-            tmp.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_json(Path(out_path), report.as_dict())  # strict JSON: an exact variant's inf PSNR is null
     if echo:
         print(verdict)
     return report

@@ -11,47 +11,18 @@ Everything except build_engine/gpu_info/tensorrt_version is pure Python and test
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ExportError
+from cyclegan_deploy import engine_sidecar
+from cyclegan_deploy.artifacts import read_card, sidecar_path, write_bytes
+from cyclegan_deploy.engine_sidecar import EngineSidecar, Profile, Shape4, write_sidecar
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ExportError
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
 
-SIDECAR_FORMAT = "cgdeploy-tensorrt-engine"
-Shape4 = tuple[int, int, int, int]
 ShapeArg = str | tuple[int, ...] | None
-
-
-@dataclass
-class Profile:
-    """One optimization profile for the single NCHW input; every H/W is a multiple of the model's multiple."""
-
-    input_name: str
-    min: Shape4
-    opt: Shape4
-    max: Shape4
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"input_name": self.input_name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Profile:
-        def four(key: str) -> Shape4:
-            n, c, h, w = (int(v) for v in data[key])
-            return n, c, h, w
-
-        return cls(str(data["input_name"]), four("min"), four("opt"), four("max"))
-
-    def trtexec(self) -> str:
-        def fmt(s: Shape4) -> str:
-            return f"{self.input_name}:{'x'.join(map(str, s))}"
-
-        return f"--minShapes={fmt(self.min)} --optShapes={fmt(self.opt)} --maxShapes={fmt(self.max)}"
 
 
 def parse_shape(text: ShapeArg, option: str) -> tuple[int | None, int, int] | None:
@@ -110,84 +81,6 @@ class BuildOptions:
             raise ConfigError(f"--opt-level {self.opt_level}: TensorRT builder optimization levels are 0..5")
 
 
-@dataclass
-class EngineSidecar:
-    """g_AtoB.plan.json: what the engine was built with and for; checked before an engine is loaded."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    profile: dict[str, Any]
-    precision: str
-    source_onnx: str
-    source_onnx_sha256: str
-    model_card: dict[str, Any]
-    strongly_typed: bool = True
-    tf32: bool = False
-    workspace_bytes: int = 0
-    builder_optimization_level: int = 3
-    built_at: str = ""
-    format: str = SIDECAR_FORMAT
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def meta(self) -> ModelMeta:
-        return ModelMeta.from_dict(self.model_card)
-
-
-def sidecar_path(plan_path: Path) -> Path:
-    return Path(plan_path).with_name(Path(plan_path).name + ".json")
-
-
-def write_sidecar(path: Path, sidecar: EngineSidecar) -> Path:
-    from cyclegan_deploy.export.onnx import atomic_output
-
-    with atomic_output(Path(path)) as tmp:
-        tmp.write_text(json.dumps(asdict(sidecar), indent=2, sort_keys=True) + "\n")
-    return Path(path)
-
-
-def read_sidecar(path: Path) -> EngineSidecar:
-    """Read `<engine>.plan.json` (pass the sidecar or the .plan path)."""
-    path = Path(path)
-    if path.suffix == ".plan":
-        path = sidecar_path(path)
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != SIDECAR_FORMAT:
-            raise ValueError(f"format {data.get('format')!r}")
-        known = set(EngineSidecar.__dataclass_fields__)
-        return EngineSidecar(**{k: v for k, v in data.items() if k in known})
-    except (OSError, ValueError, TypeError) as e:
-        raise EngineMismatchError(f"{path}: missing or unreadable engine sidecar ({type(e).__name__}: {e}); without "
-                                  "it the engine's TensorRT version and GPU are unknown — rebuild it with "
-                                  "`cgdeploy export CHECKPOINT -o DIR --engine`") from e
-
-
-def _version_key(version: str) -> tuple[str, ...]:
-    """Engines are tied to major.minor.patch; the 4th (build) component does not change the plan format."""
-    return tuple(version.split(".")[:3])
-
-
-def check_engine_compat(sidecar: EngineSidecar, trt_version: str, gpu_name: str, cc: str, *,
-                        engine: str = "engine") -> None:
-    """Refuse an engine built for another TensorRT version, compute capability or GPU model, saying how to
-    rebuild. (TensorRT itself may deserialize a same-CC engine on another GPU model, with wrong tactics.)"""
-    problems = []
-    if _version_key(sidecar.tensorrt_version) != _version_key(trt_version):
-        problems.append(f"TensorRT {sidecar.tensorrt_version} (this machine: {trt_version})")
-    if sidecar.compute_capability != cc:
-        problems.append(f"compute capability {sidecar.compute_capability} (this GPU: {cc})")
-    elif sidecar.gpu_name != gpu_name:
-        problems.append(f"GPU {sidecar.gpu_name!r} (this GPU: {gpu_name!r})")
-    if problems:
-        profile = Profile.from_dict(sidecar.profile)
-        raise EngineMismatchError(
-            f"{engine}: built for {', '.join(problems)}; TensorRT engines only run on the TensorRT version and GPU "
-            f"they were built with. Rebuild here: `cgdeploy export CHECKPOINT -o DIR --engine` or `trtexec "
-            f"--onnx={sidecar.source_onnx} --stronglyTyped --saveEngine={Path(engine).name} {profile.trtexec()}`")
-
-
 def trtexec_command(onnx_path: Path, plan_path: Path, profile: Profile, options: BuildOptions) -> str:
     """The equivalent trtexec command line (for machines where only the TensorRT binaries exist)."""
     cmd = (f"trtexec --onnx={onnx_path} --saveEngine={plan_path} --stronglyTyped {profile.trtexec()} "
@@ -209,50 +102,22 @@ def _import_tensorrt(why: str) -> ModuleType:
     return trt
 
 
-def tensorrt_version() -> str:
-    trt = _import_tensorrt("install it from NVIDIA's index (pip install tensorrt --extra-index-url "
-                           "https://pypi.nvidia.com) on a machine with an NVIDIA GPU")
-    return str(trt.__version__)
-
-
-def gpu_info(device: int = 0) -> tuple[str, str]:
-    """(GPU name, compute capability 'major.minor') through cuda-python's runtime API."""
-    try:  # cuda-python >= 12.6 moved the bindings; older releases expose cuda.cudart
-        cudart: Any = importlib.import_module("cuda.bindings.runtime")
-    except ImportError:
-        try:
-            cudart = importlib.import_module("cuda.cudart")
-        except ImportError as e:
-            raise BackendUnavailableError("cuda-python is not installed; pip install cuda-python (needed to read "
-                                          "the GPU name and compute capability for the engine sidecar)") from e
-    err, props = cudart.cudaGetDeviceProperties(device)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise BackendUnavailableError(f"no usable CUDA GPU {device} ({err}); TensorRT engines need an NVIDIA GPU "
-                                      "with a working driver")
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
-
-
 def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: BuildOptions | None = None
                  ) -> EngineSidecar:
     """Build a strongly typed engine from `onnx_path`, write `plan_path` (temp + rename), its sidecar and the
     timing cache. Raises BackendUnavailableError without TensorRT/GPU, ExportError when parsing/building fails."""
-    from cyclegan_deploy.export.onnx import atomic_output
-
     options = options or BuildOptions()
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     _import_tensorrt(
         f"the ONNX artifacts were written ({onnx_path.parent}); build the engine on a machine with TensorRT and an "
         "NVIDIA GPU via `cgdeploy export CHECKPOINT -o DIR --engine` or "
         f"`{trtexec_command(onnx_path, plan_path, profile, options)}`")
-    import onnx
     import tensorrt as trt
 
-    card = ModelMeta.from_props({p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False)
-                                 .metadata_props})
-    if card is None:
+    card = read_card(onnx_path)
+    if card.extra.get("card", "").startswith("assumed"):
         raise ExportError(f"{onnx_path}: no cgdeploy model card; export it with `cgdeploy export` first")
-    gpu_name, cc = gpu_info()
+    gpu_name, cc = engine_sidecar.gpu_info()
     messages: list[str] = []
 
     class Logger(trt.ILogger):
@@ -305,11 +170,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
     if engine is None or engine.num_io_tensors != 2:
         raise ExportError(f"{plan_path}: the built engine does not deserialize to one input and one output")
-    with atomic_output(plan_path) as tmp:
-        tmp.write_bytes(memoryview(serialized))
-    if cache_path is not None:
-        with atomic_output(cache_path) as tmp:
-            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    write_bytes(plan_path, memoryview(serialized))
     sidecar = EngineSidecar(
         tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=cc, profile=profile.as_dict(),
         precision=card.precision, source_onnx=onnx_path.name, source_onnx_sha256=sha256_file(onnx_path),
@@ -317,5 +178,8 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
         workspace_bytes=int(options.workspace_gb * (1 << 30)), builder_optimization_level=options.opt_level,
         built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         extra={"strongly_typed_flag": strongly is not None, "native_instancenorm_flag": native_norm is not None})
+    # the sidecar before the cache: an engine without its sidecar is refused, a missing cache only costs time
     write_sidecar(sidecar_path(plan_path), sidecar)
+    if cache_path is not None:
+        write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
     return sidecar

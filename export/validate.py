@@ -9,19 +9,19 @@ the reference's output mapping.
 
 from __future__ import annotations
 
-import json
-import math
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cyclegan_deploy.errors import ParityError
-from cyclegan_deploy.frames import from_model, to_model
-from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.artifacts import parity_path, read_card, write_json
+from cyclegan_deploy.errors import ParityError, ShapeError
+from cyclegan_deploy.frames import to_model
+from cyclegan_deploy.metadata import REFERENCE_RANGE, ModelMeta
+from cyclegan_deploy.quality import parity
 
 if TYPE_CHECKING:
     from torch import nn
@@ -72,18 +72,14 @@ class ParityReport:
                 f"max uint8 diff {self.max_uint8_diff}")
 
 
-def psnr(reference: np.ndarray, candidate: np.ndarray, peak_to_peak: float = 2.0) -> float:
-    mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))
-    return math.inf if mse == 0.0 else 10.0 * math.log10(peak_to_peak**2 / mse)
-
-
-def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityCase:
-    if reference.shape != candidate.shape:
-        raise ParityError(f"candidate output shape {candidate.shape} != reference {reference.shape}")
-    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    u8 = np.abs(from_model(reference).astype(np.int16) - from_model(candidate).astype(np.int16))
-    return ParityCase(shape=list(reference.shape), max_abs=float(diff.max()), mean_abs=float(diff.mean()),
-                      psnr_db=psnr(reference, candidate), max_uint8_diff=int(u8.max()))
+def compare(reference: np.ndarray, candidate: np.ndarray, value_range: Sequence[float] = REFERENCE_RANGE
+            ) -> ParityCase:
+    try:
+        p = parity(reference, candidate, value_range)
+    except ShapeError as e:
+        raise ParityError(str(e)) from e
+    return ParityCase(shape=list(reference.shape), max_abs=p.max_abs, mean_abs=p.mean_abs, psnr_db=p.psnr_db,
+                      max_uint8_diff=p.max_uint8_diff)
 
 
 def sample_images(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -149,11 +145,12 @@ def validate_onnx(model: nn.Module, meta: ModelMeta, onnx_path: Path, *,
                   ) -> ParityReport:
     """Run torch FP32 and ORT CPU on the same seeded images (every size at `batch`), write + print the report.
 
-    Default report path: `<artifact without .onnx>.parity.json` beside the artifact. Tolerance: FP32 graph
-    max abs <= FP32_MAX_ABS; FP16 graph PSNR >= FP16_MIN_PSNR. Raises ParityError beyond tolerance.
+    Default report path: artifacts.parity_path beside the artifact. The precision (and so the tolerance) is
+    the graph's card's: FP32 graph max abs <= FP32_MAX_ABS; FP16 graph PSNR >= FP16_MIN_PSNR. Raises
+    ParityError beyond tolerance.
     """
     onnx_path = Path(onnx_path)
-    precision = precision or ("fp16" if onnx_path.name.endswith(".fp16.onnx") else "fp32")
+    precision = precision or read_card(onnx_path).precision
     note = "FP32 graph on ONNX Runtime CPU vs PyTorch FP32 CPU"
     if precision != "fp32":
         note = ("FP16 graph on ONNX Runtime CPU vs PyTorch FP32: ORT CPU runs FP16 convolutions in FP32 (it "
@@ -186,8 +183,8 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
             tolerance["max_abs"] = max_abs
     cases = []
     for i, (h, w) in enumerate(sizes or default_sizes(meta)):
-        x = to_model(sample_images(batch, h, w, seed + i))
-        cases.append(compare(torch_reference(model, x), run(x)))
+        x = to_model(sample_images(batch, h, w, seed + i), meta.input_range)
+        cases.append(compare(torch_reference(model, x), run(x), meta.output_range))
     worst_abs = max(c.max_abs for c in cases)
     worst_psnr = min(c.psnr_db for c in cases)
     failures = []
@@ -210,24 +207,6 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
     return report
 
 
-def parity_path(artifact: Path) -> Path:
-    """g_AtoB.onnx -> g_AtoB.parity.json, g_AtoB.fp16.onnx -> g_AtoB.fp16.parity.json; other artifacts keep
-    their suffix (g_AtoB.xml.parity.json, g_AtoB.plan.parity.json) so reports never overwrite each other."""
-    artifact = Path(artifact)
-    stem = artifact.name.removesuffix(".onnx") if artifact.suffix == ".onnx" else artifact.name
-    return artifact.with_name(stem + ".parity.json")
-
-
 def write_report(report: ParityReport, path: Path) -> Path:
-    from cyclegan_deploy.export.onnx import atomic_output
-
-    data = report.as_dict()
-    # JSON has no inf: a bit-exact case (PSNR inf) is written as null
-    for case in data["cases"]:
-        if math.isinf(case["psnr_db"]):
-            case["psnr_db"] = None
-    if math.isinf(data["min_psnr_db"]):
-        data["min_psnr_db"] = None
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    """Strict JSON: a bit-exact case (PSNR inf) is written as null."""
+    return write_json(path, report.as_dict())

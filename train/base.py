@@ -16,7 +16,7 @@ from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 from cyclegan_deploy.train.checkpoints import save_generator
 from cyclegan_deploy.train.config import TrainConfig
 from cyclegan_deploy.train.losses import ImagePool
-from cyclegan_deploy.train.models import GeneratorConfig, build_discriminator, build_generator, init_weights
+from cyclegan_deploy.train.models import build_discriminator, build_generator, init_weights
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
@@ -29,12 +29,6 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     if cfg.amp and device.type != "cuda":
         raise ConfigError("--amp needs a CUDA device (float16 autocast); drop --amp to train on the CPU")
     return device
-
-
-def generator_config(cfg: TrainConfig) -> GeneratorConfig:
-    arch = f"resnet_{cfg.blocks}blocks" if cfg.netG.startswith("resnet") else cfg.netG
-    return GeneratorConfig(arch=arch, ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout,
-                           n_blocks=cfg.blocks if arch.startswith("resnet") else None)
 
 
 def linear_decay(cfg: TrainConfig) -> Any:
@@ -62,7 +56,7 @@ class GanModel:
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
-        self.gcfg = generator_config(cfg)
+        self.gcfg = cfg.generator()
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
@@ -153,8 +147,7 @@ class GanModel:
         paths = []
         for name, (tag, direction) in self.generator_files().items():
             path = run_dir / f"{prefix}_net_{tag}.pth"
-            meta = self.cfg.to_meta(arch=self.gcfg.arch, direction=direction, model=self.cfg.model,
-                                    train_size=self.cfg.crop_size)
+            meta = self.cfg.to_meta(direction=direction)
             save_generator(self.nets[name], meta, path)
             paths.append(path)
         return paths

@@ -5,19 +5,19 @@ Never unpickles arbitrary objects: everything goes through torch.load(weights_on
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cyclegan_deploy.artifacts import atomic_output
 from cyclegan_deploy.errors import CheckpointError
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
-from cyclegan_deploy.train.models import GeneratorConfig, build_generator
+from cyclegan_deploy.train import registry
+from cyclegan_deploy.train.registry import GeneratorConfig, build_generator
 
 GENERATOR_FORMAT = "cgdeploy-generator"
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
@@ -73,43 +73,9 @@ def _is_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _norm_from(state: dict[str, torch.Tensor], norm_key: str, conv_bias_key: str) -> str:
-    if f"{norm_key}.weight" in state:
-        return "batch"
-    if f"{norm_key}.running_mean" in state or conv_bias_key in state:
-        return "instance"  # legacy instance-norm stats, or the bias the reference adds only with instance norm
-    return "none"
-
-
 def infer_generator_config(state: dict[str, torch.Tensor]) -> GeneratorConfig:
-    """Recognise a ResNet or U-Net generator from its keys (arch, ngf, blocks, norm, dropout, channels)."""
-    state = strip_prefixes(state)
-    first = state.get("model.1.weight")
-    if first is not None and first.ndim == 4 and first.shape[-1] == 7:
-        blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
-        # with dropout the block's second conv moves from index 5 to 6 (index 6 is otherwise the norm)
-        key6 = f"model.{blocks[0]}.conv_block.6.weight" if blocks else ""
-        dropout = key6 in state and state[key6].ndim == 4
-        convs = [int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.weight$", k))]
-        last = state[f"model.{max(convs)}.weight"]
-        return GeneratorConfig(arch=f"resnet_{len(blocks)}blocks", ngf=int(first.shape[0]),
-                               norm=_norm_from(state, "model.2", "model.1.bias"), dropout=dropout,
-                               input_nc=int(first.shape[1]), output_nc=int(last.shape[0]), n_blocks=len(blocks))
-    outer = state.get("model.model.0.weight")
-    if outer is not None and outer.ndim == 4 and outer.shape[-1] == 4:
-        depth, prefix = 2, "model.model.1.model."
-        while any(k.startswith(prefix + "3.model.") for k in state):
-            prefix += "3.model."
-            depth += 1
-        arch = {8: "unet_256", 7: "unet_128"}.get(depth)
-        if arch is None:
-            raise CheckpointError(f"U-Net with {depth} downsamplings is not supported (unet_128 has 7, unet_256 8)")
-        up = state["model.model.3.weight"]
-        return GeneratorConfig(arch=arch, ngf=int(outer.shape[0]), input_nc=int(outer.shape[1]),
-                               output_nc=int(up.shape[1]),
-                               norm=_norm_from(state, "model.model.1.model.2", "model.model.1.model.1.bias"))
-    raise CheckpointError("keys match neither a ResNet nor a U-Net generator of the reference layout "
-                          f"(first keys: {', '.join(list(state)[:4])})")
+    """Recognise a generator from its keys (the registry's families, in order)."""
+    return registry.detect(strip_prefixes(state))
 
 
 def _direction_from_name(path: Path) -> str:
@@ -152,7 +118,7 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
                           # U-Net dropout has no weights: trust our card, else the keys
                           dropout=meta_dict.get("dropout", inferred.dropout) if dropout is None else dropout,
                           input_nc=inferred.input_nc, output_nc=inferred.output_nc)
-    if cfg.arch.startswith("resnet") and not arch:
+    if cfg.family is inferred.family and not arch:
         cfg.n_blocks = inferred.n_blocks
     model = build_generator(cfg)
     state = drop_legacy_instance_norm_keys(state, model)
@@ -165,26 +131,21 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
     model.eval()
     meta = cfg.to_meta(direction=direction or meta_dict.get("direction") or _direction_from_name(path),
                        source=path.name, source_sha256=sha256_file(path))
-    for key in ("model", "train_size", "norm_mean", "norm_std"):
+    for key in ("model", "train_size"):  # what the weights cannot tell: the recipe and the training size
         if key in meta_dict:
             setattr(meta, key, meta_dict[key])
-    if meta_dict.get("model") is None:
-        meta.model = "pix2pix" if cfg.arch.startswith("unet") else "cyclegan"
     return model, meta
 
 
+def read_checkpoint_card(path: str | Path) -> ModelMeta:
+    """The card a torch artifact (run dir, generator file, reference .pth) would have: load_generator's."""
+    return load_generator(path)[1]
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file beside `path`, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """torch.save through the one atomic writer: a crash never leaves a half-written file."""
+    with atomic_output(Path(path)) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_generator(model: nn.Module, meta: ModelMeta, path: str | Path) -> None:

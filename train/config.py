@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from cyclegan_deploy.artifacts import write_text
 from cyclegan_deploy.errors import ConfigError
-from cyclegan_deploy.metadata import ARCHS, ModelMeta, size_multiple
+from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.train.registry import GeneratorConfig, family_for
 
 MODELS = ("cyclegan", "pix2pix")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -96,9 +98,7 @@ class TrainConfig:
     def blocks(self) -> int:
         if self.n_blocks is not None:
             return self.n_blocks
-        if self.netG.startswith("resnet_") and self.netG.endswith("blocks"):
-            return int(self.netG[len("resnet_"):-len("blocks")])
-        return 0
+        return family_for(self.netG, "--arch").blocks(self.netG) or 0
 
     @property
     def total_epochs(self) -> int:
@@ -112,15 +112,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 value = getattr(self, name)
                 raise ConfigError(f"--{name.replace('_', '-')} {value!r}: use one of {', '.join(allowed)}")
-        resnet = self.netG.startswith("resnet_") and self.netG.endswith("blocks")
-        if not resnet and self.netG not in ARCHS:
-            raise ConfigError(f"--arch {self.netG!r}: use resnet_<n>blocks (e.g. {', '.join(ARCHS)})")
-        if resnet:
-            try:
-                int(self.netG[len("resnet_"):-len("blocks")])
-            except ValueError:
-                raise ConfigError(f"--arch {self.netG!r}: the block count must be a number, "
-                                  "e.g. resnet_6blocks") from None
+        family_for(self.netG, "--arch")
         positive = ("load_size", "crop_size", "batch_size", "ngf", "ndf", "n_layers_D", "save_every", "samples")
         for name in positive:
             if getattr(self, name) < 1:
@@ -146,13 +138,15 @@ class TrainConfig:
 
     @property
     def multiple(self) -> int:
-        return 4 if self.netG.startswith("resnet") else size_multiple(self.netG)
+        return family_for(self.netG, "--arch").multiple(self.netG)
+
+    def generator(self) -> GeneratorConfig:
+        return GeneratorConfig(arch=self.netG, ngf=self.ngf, norm=self.norm, dropout=self.dropout,
+                               n_blocks=self.n_blocks)
 
     def to_meta(self, **overrides: Any) -> ModelMeta:
         """The model card written into every generator file this run saves."""
-        meta = ModelMeta(arch=self.netG, ngf=self.ngf, n_blocks=self.blocks, norm=self.norm, dropout=self.dropout,
-                         model=self.model, direction=self.direction, multiple=self.multiple,
-                         train_size=self.crop_size)
+        meta = self.generator().to_meta(model=self.model, direction=self.direction, train_size=self.crop_size)
         for key, value in overrides.items():
             if not hasattr(meta, key):
                 raise ConfigError(f"model card has no field {key!r}")
@@ -176,12 +170,7 @@ class TrainConfig:
 
     def save(self, run_dir: str | Path) -> Path:
         """Write RUN_DIR/config.json atomically (temp file + rename)."""
-        path = Path(run_dir) / CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json() + "\n")
-        tmp.replace(path)
-        return path
+        return write_text(Path(run_dir) / CONFIG_NAME, self.to_json() + "\n")
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainConfig:

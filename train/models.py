@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from cyclegan_deploy.errors import ConfigError
-from cyclegan_deploy.metadata import ARCHS, ModelMeta, size_multiple
+
+# GeneratorConfig/build_generator live in the registry (the one place that knows architectures); they are
+# re-exported here because generators are built where the modules are.
+from cyclegan_deploy.train.registry import GeneratorConfig, build_generator
+
+__all__ = ["GeneratorConfig", "NLayerDiscriminator", "PixelDiscriminator", "ResnetGenerator", "UnetGenerator",
+           "build_discriminator", "build_generator", "init_weights", "seeded_generator"]
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -129,7 +134,7 @@ class UnetSkipConnectionBlock(nn.Module):
 
 
 class UnetGenerator(nn.Module):
-    """U-Net with `num_downs` downsamplings: unet_256 has 8, unet_128 has 7 (input multiple 2**num_downs)."""
+    """U-Net with `num_downs` downsamplings (registry.UNET_DOWNS: unet_256 8, unet_128 7)."""
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, num_downs: int = 8, ngf: int = 64,
                  norm: str = "batch", use_dropout: bool = False) -> None:
@@ -196,50 +201,6 @@ class PixelDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-@dataclass
-class GeneratorConfig:
-    arch: str = "resnet_9blocks"
-    ngf: int = 64
-    norm: str = "instance"
-    dropout: bool = False
-    input_nc: int = 3
-    output_nc: int = 3
-    # resnet_<n>blocks names the block count; other counts are allowed via n_blocks
-    n_blocks: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS and not (self.arch.startswith("resnet_") and self.arch.endswith("blocks")):
-            raise ConfigError(f"unknown --arch {self.arch!r}; use one of {', '.join(ARCHS)}")
-        if self.arch.startswith("resnet") and self.n_blocks is None:
-            self.n_blocks = int(self.arch[len("resnet_"):-len("blocks")])
-
-    @property
-    def blocks(self) -> int:
-        return self.n_blocks or 0
-
-    def to_meta(self, **kwargs: object) -> ModelMeta:
-        multiple = size_multiple(self.arch) if self.arch in ARCHS else 4
-        meta = ModelMeta(arch=self.arch, ngf=self.ngf, n_blocks=self.blocks if self.arch.startswith("resnet") else 0,
-                         norm=self.norm, dropout=self.dropout, input_nc=self.input_nc, output_nc=self.output_nc,
-                         multiple=multiple)
-        for key, value in kwargs.items():
-            setattr(meta, key, value)
-        return meta
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-    def cli_flags(self) -> str:
-        return f"--arch {self.arch} --ngf {self.ngf} --norm {self.norm}" + (" --dropout" if self.dropout else "")
-
-
-def build_generator(cfg: GeneratorConfig) -> nn.Module:
-    if cfg.arch.startswith("resnet"):
-        return ResnetGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm, cfg.dropout, cfg.blocks)
-    num_downs = {"unet_256": 8, "unet_128": 7}[cfg.arch]
-    return UnetGenerator(cfg.input_nc, cfg.output_nc, num_downs, cfg.ngf, cfg.norm, cfg.dropout)
 
 
 def build_discriminator(input_nc: int, ndf: int = 64, netd: str = "basic", n_layers: int = 3,

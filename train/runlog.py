@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -12,16 +10,11 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
+from cyclegan_deploy.artifacts import atomic_output
+
 LOSSES_CSV = "losses.csv"
 LOSSES_PNG = "losses.png"
 FIXED_COLUMNS = ("epoch", "iteration", "lr", "time_s")
-
-
-def _atomic_target(path: Path) -> tuple[Path, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return path, Path(tmp)
 
 
 class LossLog:
@@ -40,12 +33,10 @@ class LossLog:
         self._writer = csv.writer(self._file)
 
     def _rewrite(self, rows: list[list[str]]) -> None:
-        path, tmp = _atomic_target(self.path)
-        with open(tmp, "w", newline="") as f:
+        with atomic_output(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(self.columns)
             writer.writerows(rows)
-        os.replace(tmp, path)
 
     def write(self, epoch: int, iteration: int, lr: float, time_s: float, losses: dict[str, float]) -> None:
         assert self._file is not None
@@ -99,10 +90,9 @@ def plot_losses(csv_path: Path, png_path: Path, loss_names: Sequence[str]) -> No
         ax.axis("off")
     fig.supxlabel("iteration", fontsize=8)
     fig.tight_layout()
-    path, tmp = _atomic_target(png_path)
-    fig.savefig(tmp, format="png", dpi=90)
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def save_grid(rows: Sequence[Sequence[np.ndarray]], path: Path, gap: int = 2) -> None:
@@ -114,6 +104,5 @@ def save_grid(rows: Sequence[Sequence[np.ndarray]], path: Path, gap: int = 2) ->
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
             canvas[r * (h + gap):r * (h + gap) + tile.shape[0], c * (w + gap):c * (w + gap) + tile.shape[1]] = tile
-    target, tmp = _atomic_target(path)
-    Image.fromarray(canvas).save(tmp, format="PNG")
-    os.replace(tmp, target)
+    with atomic_output(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG")

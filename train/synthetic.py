@@ -12,16 +12,15 @@ This module needs only numpy + Pillow; `evaluate_synthetic` imports torch when c
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from cyclegan_deploy.artifacts import atomic_dir
 from cyclegan_deploy.errors import DataError
+from cyclegan_deploy.quality import psnr
 
 if TYPE_CHECKING:
     from torch import nn
@@ -150,9 +149,7 @@ def write_synthetic(out: str | Path, n_train: int = 400, n_test: int = 50, size:
         if not overwrite:
             raise DataError(f"{out}: already exists and is not empty; choose a new folder or pass --force")
     mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=True) as tmp:
         for folder in ("trainA", "trainB", "testA", "testB_true"):
             (tmp / folder).mkdir()
         for i in range(n_train):
@@ -165,12 +162,6 @@ def write_synthetic(out: str | Path, n_train: int = 400, n_test: int = 50, size:
         card = {"format": FORMAT, "mapping": mapping, "seed": seed, "size": size, "n_train": n_train,
                 "n_test": n_test, "layout": "trainA: scenes; trainB: f(other scenes); testB_true: f(testA)"}
         (tmp / MAPPING_NAME).write_text(json.dumps(card, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -190,12 +181,6 @@ def is_synthetic(data_root: str | Path) -> bool:
 
 
 # --- evaluation ---
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of uint8 images over all pixels (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
-
 
 def _load_pairs(data_root: Path) -> tuple[np.ndarray, np.ndarray]:
     dir_a, dir_b = data_root / "testA", data_root / "testB_true"
@@ -242,7 +227,7 @@ def evaluate_synthetic(generator: nn.Module, data_root: str | Path, device: str 
         fake = translate_uint8(generator, a, device=device, multiple=multiple)
     finally:
         generator.train(was_training)
-    psnr_model, psnr_identity = psnr(fake, b_true), psnr(a, b_true)
+    psnr_model, psnr_identity = psnr(fake, b_true, 255.0), psnr(a, b_true, 255.0)
     return {"psnr_model_db": round(psnr_model, 3), "psnr_identity_db": round(psnr_identity, 3),
             "gain_db": round(psnr_model - psnr_identity, 3), "n_images": int(len(a)),
             "size": [int(a.shape[1]), int(a.shape[2])]}

@@ -1,22 +1,33 @@
 """ONNX Runtime backend: CPU, CUDA and TensorRT execution providers, verified after the session exists.
 
 ORT quietly drops a provider it cannot load (missing CUDA libraries, CPU-only build) and runs on CPU;
-we compare session.get_providers() with what was asked and refuse instead.
+we compare session.get_providers() with what was asked and refuse instead. The precision is the graph's
+own (its card): an FP16 or INT8 graph is a different .onnx file, not an option.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.backends.base import check_batch, fallback_meta, physical_cores, reject_options
+from cyclegan_deploy.artifacts import read_card
+from cyclegan_deploy.backends.base import Backend, BackendOptions
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
-from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.machine import physical_cores
+from cyclegan_deploy.metadata import canonical_precision
 
 PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 SHORT = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "trt"}
+
+
+@dataclass
+class OrtOptions(BackendOptions):
+    io_binding: bool | None = None  # GPU sessions: output left on the device by ORT, copied once (default on)
+    spin: bool = True  # spinning workers steal cycles from decode/encode threads in the video pipeline
+    device_id: int = 0
 
 
 def _import_ort() -> Any:
@@ -28,46 +39,43 @@ def _import_ort() -> Any:
     return ort
 
 
-def _providers(device: str, path: Path, ort_options: dict[str, Any]) -> list[Any]:
+def _providers(device: str, path: Path, device_id: int) -> list[Any]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    cuda = ("CUDAExecutionProvider", {"device_id": int(ort_options.get("device_id", 0))})
+    cuda = ("CUDAExecutionProvider", {"device_id": device_id})
     if device == "cuda":
         return [cuda, "CPUExecutionProvider"]
     # TensorRT EP builds an engine per shape on first use: cache it beside the model so reruns start fast
     cache = path.with_name(path.stem + ".ort_trt_cache")
-    trt = ("TensorrtExecutionProvider", {
-        "device_id": int(ort_options.get("device_id", 0)),
-        "trt_fp16_enable": bool(ort_options.get("trt_fp16", False)),
-        "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": str(cache),
-        "trt_timing_cache_enable": True,
-    })
+    trt = ("TensorrtExecutionProvider", {"device_id": device_id, "trt_engine_cache_enable": True,
+                                         "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True})
     return [trt, cuda, "CPUExecutionProvider"]
 
 
-class OrtBackend:
+class OrtBackend(Backend):
     """An onnxruntime InferenceSession on one provider; `name` says which one really runs."""
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
-                 precision: str | None = None, io_binding: bool | None = None, spin: bool = True,
-                 trt_fp16: bool = False, device_id: int = 0, **other: Any) -> None:
-        reject_options("onnxruntime", other)
-        if precision not in (None, "auto", "fp32", "f32"):
-            raise ConfigError(f"onnxruntime runs the graph's own precision, not --precision {precision}; for FP16 "
-                              "pass the g_*.fp16.onnx from `cgdeploy export --fp16`, for bf16 use --backend openvino")
-        ort = _import_ort()
+    def __init__(self, path: str | Path, device: str = "auto", precision: str | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        opts = OrtOptions.from_options("onnxruntime", options or {})
         self.path = Path(path)
+        self.meta = read_card(self.path)
+        self.precision = self.meta.precision
+        if precision not in (None, "auto") and canonical_precision(precision) != self.precision:
+            raise ConfigError(f"onnxruntime runs the graph's own precision ({self.precision}), not --precision "
+                              f"{precision}; for FP16 pass the g_*.fp16.onnx from `cgdeploy export --fp16`, for bf16 "
+                              "use --backend openvino")
+        ort = _import_ort()
         available = ort.get_available_providers()
         if device == "auto":
             device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
             try:
-                self._open(ort, device, threads, spin, {"device_id": device_id})
+                self._open(ort, device, opts)
             except BackendUnavailableError:
                 if device == "cpu":
                     raise
                 device = "cpu"  # "auto" never promised CUDA; the name below says CPU
-                self._open(ort, device, threads, spin, {})
+                self._open(ort, device, opts)
         else:
             if device not in PROVIDER:
                 raise ConfigError(f"onnxruntime device {device!r} unknown; use cpu, cuda or tensorrt")
@@ -75,33 +83,30 @@ class OrtBackend:
                 raise BackendUnavailableError(
                     f"{PROVIDER[device]} is not in this onnxruntime build (available: {', '.join(available)}); "
                     "install onnxruntime-gpu instead of onnxruntime (never both) with matching CUDA/cuDNN")
-            self._open(ort, device, threads, spin, {"device_id": device_id, "trt_fp16": trt_fp16})
+            self._open(ort, device, opts)
         self.device = device
         self.name = f"onnxruntime-{SHORT[device]}"
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.meta: ModelMeta = ModelMeta.from_props(props) or fallback_meta(self.path, "no cgdeploy model card")
-        self.precision = self.meta.precision
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         # FP16 graphs exported with keep_io_types take float32; one without it takes float16
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-        self.device_id = device_id
-        self.io_binding = device != "cpu" and io_binding is not False
+        self.device_id = opts.device_id
+        self.io_binding = device != "cpu" and opts.io_binding is not False
 
-    def _open(self, ort: Any, device: str, threads: int | None, spin: bool, ort_options: dict[str, Any]) -> None:
+    def _open(self, ort: Any, device: str, opts: OrtOptions) -> None:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # one conv at a time uses every core; inter-op parallelism only adds contention for this graph
-        self.threads = threads or physical_cores()
+        self.threads = opts.threads or physical_cores()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
-        if not spin:  # spinning workers steal cycles from decode/encode threads in the video pipeline
+        if not opts.spin:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=so,
-                                                providers=_providers(device, self.path, ort_options))
+                                                providers=_providers(device, self.path, opts.device_id))
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             if device != "cpu" and ("CUDA" in text or "TensorRT" in text or "cuda" in text):
@@ -115,8 +120,8 @@ class OrtBackend:
                 "(usually missing CUDA/cuDNN/TensorRT libraries for this onnxruntime-gpu build); "
                 "fix the install or use --device cpu")
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = check_batch(batch, self.meta, self.name).astype(self.input_dtype, copy=False)
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        x = batch.astype(self.input_dtype, copy=False)
         if not self.io_binding:
             y = self.session.run([self.output_name], {self.input_name: x})[0]
             return np.asarray(y, dtype=np.float32)

@@ -3,6 +3,7 @@
 OpenVINO's CPU default is bf16 on AMX/AVX512-BF16 CPUs (several times faster, ~49 dB vs fp32) and f32
 elsewhere, and it quietly runs f32 when bf16 is asked on a CPU without bf16 support. So we always set
 INFERENCE_PRECISION_HINT (unless "auto"), read back what the compiled model chose, and refuse a mismatch.
+`precision`/`name` use OpenVINO's own names (f32, bf16, f16), as its hint does.
 Static shapes are much faster than dynamic ones: each new input shape gets its own reshaped, compiled model
 (small LRU cache; the video path uses one shape).
 """
@@ -10,24 +11,25 @@ Static shapes are much faster than dynamic ones: each new input shape gets its o
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.backends.base import (
-    check_batch,
-    fallback_meta,
-    onnx_metadata,
-    physical_cores,
-    read_sidecar,
-    reject_options,
-)
+from cyclegan_deploy.artifacts import read_card
+from cyclegan_deploy.backends.base import Backend, BackendOptions
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
-from cyclegan_deploy.metadata import CARD_KEY, ModelMeta
+from cyclegan_deploy.machine import physical_cores
+from cyclegan_deploy.metadata import OPENVINO_NAMES, canonical_precision
 
-OV_PRECISION = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16", "auto": "auto"}
 CACHE_SHAPES = 4  # a video uses one shape; bench walks a few sizes and batch sizes
+
+
+@dataclass
+class OpenVinoOptions(BackendOptions):
+    num_streams: int | None = None  # parallel infer requests (THROUGHPUT mode); None: OpenVINO's choice
+    performance_hint: str = "LATENCY"
 
 
 def _import_ov() -> Any:
@@ -38,40 +40,32 @@ def _import_ov() -> Any:
     return ov
 
 
-def _read_meta(path: Path, model: Any) -> ModelMeta:
-    if path.suffix.lower() == ".onnx":
-        return ModelMeta.from_props(onnx_metadata(path)) or fallback_meta(path, "no cgdeploy model card")
-    meta = read_sidecar(path)
-    if meta is None and model.has_rt_info([CARD_KEY]):  # IR written with the card in its rt_info
-        meta = ModelMeta.from_json(str(model.get_rt_info([CARD_KEY]).astype(str)))
-    return meta or fallback_meta(path, f"no {path.name}.json sidecar")
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(Backend):
     def __init__(self, path: str | Path, device: str = "auto", precision: str | None = None,
-                 threads: int | None = None, num_streams: int | None = None,
-                 performance_hint: str = "LATENCY", **other: Any) -> None:
-        reject_options("openvino", other)
+                 options: dict[str, Any] | None = None) -> None:
+        opts = OpenVinoOptions.from_options("openvino", options or {})
         if device not in ("auto", "cpu"):
             raise BackendUnavailableError(f"the OpenVINO backend runs on CPU only, not {device!r}; use --device cpu "
                                           "or the onnxruntime/tensorrt backend for NVIDIA GPUs")
-        asked = OV_PRECISION.get((precision or "f32").lower())
-        if asked is None:
-            raise ConfigError(f"OpenVINO precision {precision!r} unknown; use f32, bf16, f16 or auto")
+        asked = "auto" if precision == "auto" else OPENVINO_NAMES[
+            canonical_precision(precision or "fp32", tuple(OPENVINO_NAMES), "OpenVINO precision")]
         ov = _import_ov()
         self.path = Path(path)
+        self.meta = read_card(self.path)
         self._core = ov.Core()
         try:
             self._model = self._core.read_model(str(self.path))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long C++ traces
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{self.path}: OpenVINO cannot read this model ({first}); re-export it") from e
-        self.meta = _read_meta(self.path, self._model)
-        self.threads = threads or physical_cores()
-        self._config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint.upper(),
+            raise ConfigError(f"{self.path}: OpenVINO cannot read this model ({_first_line(e)}); re-export it") from e
+        self.threads = opts.threads or physical_cores()
+        self._config: dict[str, Any] = {"PERFORMANCE_HINT": opts.performance_hint.upper(),
                                         "INFERENCE_NUM_THREADS": self.threads}
-        if num_streams is not None:
-            self._config["NUM_STREAMS"] = str(num_streams)
+        if opts.num_streams is not None:
+            self._config["NUM_STREAMS"] = str(opts.num_streams)
         if asked != "auto":
             self._config["INFERENCE_PRECISION_HINT"] = asked
         self._asked = asked
@@ -92,8 +86,7 @@ class OpenVinoBackend:
         try:
             compiled = self._core.compile_model(self._model, "CPU", self._config)
         except Exception as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{self.path}: OpenVINO failed to compile for input {shape} ({first})") from e
+            raise ConfigError(f"{self.path}: OpenVINO failed to compile for input {shape} ({_first_line(e)})") from e
         chosen = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if self._asked != "auto" and chosen != self._asked:
             cpu = self._core.get_property("CPU", "FULL_DEVICE_NAME")
@@ -107,10 +100,9 @@ class OpenVinoBackend:
             self._compiled.popitem(last=False)
         return entry
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = check_batch(batch, self.meta, self.name)
-        request, _ = self._request(tuple(x.shape))
-        request.infer({0: x})
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        request, _ = self._request(tuple(batch.shape))
+        request.infer({0: batch})
         # the output tensor's memory belongs to the request and is overwritten by the next call: copy it
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 

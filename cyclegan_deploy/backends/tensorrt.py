@@ -1,22 +1,26 @@
 """TensorRT engine backend (TensorRT 10.x/11.x tensor-name API + cuda-python runtime bindings).
 
 The engine is refused unless its sidecar (`<plan>.json`, written by `cgdeploy export --engine`; format and
-check in export/tensorrt.py) matches the installed TensorRT and this GPU: a mismatched engine either fails
+check in engine_sidecar.py) matches the installed TensorRT and this GPU: a mismatched engine either fails
 to deserialize with a cryptic log line or runs with tactics tuned for another chip. Buffers: device memory
 (cudaMalloc) grown when shapes grow, pinned host staging buffers, one stream; H2D copy, execute_async_v3
-and D2H copy are queued back to back and synchronised once.
+and D2H copy are queued back to back and synchronised once. cudaSetDevice is per host thread, and the video
+pipeline calls the backend from its own inference thread: every call selects the device first.
 """
 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cyclegan_deploy.backends.base import check_batch, reject_options
+from cyclegan_deploy import engine_sidecar
+from cyclegan_deploy.backends.base import Backend, BackendOptions
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
+from cyclegan_deploy.metadata import canonical_precision
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -75,10 +79,18 @@ class _Buffer:
         self.nbytes, self.device, self.host = 0, 0, 0
 
 
-class TensorRTBackend:
-    def __init__(self, path: str | Path, device_id: int = 0, precision: str | None = None, **other: Any) -> None:
-        reject_options("tensorrt", other)
+@dataclass
+class TensorRTOptions(BackendOptions):
+    device_id: int = 0
+
+
+class TensorRTBackend(Backend):
+    def __init__(self, path: str | Path, device: str = "cuda", precision: str | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        opts = TensorRTOptions.from_options("tensorrt", options or {})
         self.path = Path(path)
+        if device == "cpu":
+            raise ConfigError(f"{self.path}: a TensorRT engine runs on the GPU only; use the .onnx with --device cpu")
         try:
             import tensorrt as trt
         except ImportError as e:
@@ -87,17 +99,15 @@ class TensorRTBackend:
         if not hasattr(trt, "Runtime"):  # tensorrt-stubs alone makes `tensorrt` an empty namespace package
             raise BackendUnavailableError("TensorRT is not installed (only its type stubs are); install tensorrt "
                                           "on a machine with an NVIDIA GPU, or use --backend onnxruntime")
-        # the export stage owns the sidecar format and the compatibility rule (major.minor.patch + GPU)
-        from cyclegan_deploy.export.tensorrt import check_engine_compat, gpu_info, read_sidecar
-
-        sidecar = read_sidecar(self.path)
-        if precision not in (None, "auto") and precision != sidecar.precision:
+        sidecar = engine_sidecar.read_engine_sidecar(self.path)
+        if precision not in (None, "auto") and canonical_precision(precision) != sidecar.precision:
             raise ConfigError(f"{self.path}: the engine's precision is fixed at build time ({sidecar.precision}), "
                               f"not {precision}; build another engine with `cgdeploy export`")
-        gpu, capability = gpu_info(device_id)
-        check_engine_compat(sidecar, str(trt.__version__), gpu, capability, engine=str(self.path))
+        self.device_id = opts.device_id
+        gpu, capability = engine_sidecar.gpu_info(self.device_id)
+        engine_sidecar.check_engine_compat(sidecar, str(trt.__version__), gpu, capability, engine=str(self.path))
         cudart = _cuda_runtime()
-        _check(cudart.cudaSetDevice(device_id), "cudaSetDevice")
+        _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
         self.meta = sidecar.meta
         self.precision = sidecar.precision
         self.name, self.device, self.gpu = "tensorrt", "cuda", gpu
@@ -131,9 +141,9 @@ class TensorRTBackend:
                 f"{fmt(map(str, lo))} .. {fmt(map(str, hi))}; rebuild with `cgdeploy export --engine "
                 "--min-shape/--opt-shape/--max-shape` covering it, or resize/batch the input to fit")
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> np.ndarray:
         cudart = _cuda_runtime()
-        x = check_batch(batch, self.meta, self.name)
+        _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")  # this thread may not be __init__'s
         shape = tuple(int(s) for s in x.shape)
         self._check_profile(shape)
         if not self.context.set_input_shape(self.input_name, shape):

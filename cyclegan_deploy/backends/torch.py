@@ -8,23 +8,33 @@ statistics in fp16, the documented cause of washed-out outputs.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.backends.base import check_batch, reject_options
+from cyclegan_deploy.backends.base import Backend, BackendOptions
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
+from cyclegan_deploy.metadata import canonical_precision
 
-PRECISIONS = {"fp32": "fp32", "f32": "fp32", "auto": "fp32", "fp16": "fp16", "f16": "fp16", "bf16": "bf16"}
+
+@dataclass
+class TorchOptions(BackendOptions):
+    compile: bool = False  # torch.compile (inductor); the first call compiles
+    channels_last: bool = False  # lets oneDNN/cuDNN pick their NHWC kernels
+    # overrides of what load_generator infers from the checkpoint (see `cgdeploy export --help`)
+    direction: str | None = None
+    arch: str | None = None
+    ngf: int | None = None
+    norm: str | None = None
+    dropout: bool | None = None
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     def __init__(self, path: str | Path, device: str = "auto", precision: str | None = None,
-                 compile: bool = False, channels_last: bool = False, threads: int | None = None,
-                 direction: str | None = None, arch: str | None = None, ngf: int | None = None,
-                 norm: str | None = None, dropout: bool | None = None, **other: Any) -> None:
-        reject_options("torch", other)
+                 options: dict[str, Any] | None = None) -> None:
+        opts = TorchOptions.from_options("torch", options or {})
         try:
             import torch
         except ImportError as e:
@@ -32,9 +42,8 @@ class TorchBackend:
                                           "pip install 'cyclegan-deploy[train]'") from e
         from cyclegan_deploy.train.checkpoints import load_generator
 
-        self.precision = PRECISIONS.get((precision or "fp32").lower(), "")
-        if not self.precision:
-            raise ConfigError(f"torch precision {precision!r} unknown; use fp32, fp16 (CUDA) or bf16")
+        self.precision = "fp32" if precision in (None, "auto") else canonical_precision(
+            precision, ("fp32", "fp16", "bf16"), "torch precision")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda"):
@@ -47,19 +56,20 @@ class TorchBackend:
             raise BackendUnavailableError("fp16 autocast runs on CUDA only; on CPU use --precision bf16 or fp32")
         if self.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
             raise BackendUnavailableError(f"{torch.cuda.get_device_name()} has no bf16 support; use --precision fp16")
-        if threads:
-            torch.set_num_threads(threads)  # process-wide in torch; the default is the physical core count
+        if opts.threads:
+            torch.set_num_threads(opts.threads)  # process-wide in torch; the default is the physical core count
         self.threads = torch.get_num_threads()
         self._torch = torch
         self.device = device
-        model, self.meta = load_generator(path, direction=direction, arch=arch, ngf=ngf, norm=norm, dropout=dropout)
+        model, self.meta = load_generator(path, direction=opts.direction, arch=opts.arch, ngf=opts.ngf,
+                                          norm=opts.norm, dropout=opts.dropout)
         model = model.to(device)
-        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:
+        self._memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
+        if opts.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.model: Any = torch.compile(model) if compile else model
+        self.model: Any = torch.compile(model) if opts.compile else model
         parts = ["torch", device] + ([self.precision] if self.precision != "fp32" else [])
-        parts += (["compile"] if compile else []) + (["cl"] if channels_last else [])
+        parts += (["compile"] if opts.compile else []) + (["cl"] if opts.channels_last else [])
         self.name = "-".join(parts)
 
     def _autocast(self) -> Any:
@@ -68,9 +78,9 @@ class TorchBackend:
         dtype = self._torch.float16 if self.precision == "fp16" else self._torch.bfloat16
         return self._torch.autocast(device_type=self.device, dtype=dtype)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
-        x = torch.from_numpy(check_batch(batch, self.meta, self.name))
+        x = torch.from_numpy(batch)
         if self.device == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=self._memory_format)

@@ -4,14 +4,16 @@ images.py and sample_media.py. PyAV, numpy-heavy modules and the backends are im
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from cyclegan_deploy.commands.options import BACKEND, CHECKPOINT, DEVICE, ENGINE, MODEL, PRECISION, resolve_artifact
-from cyclegan_deploy.errors import ConfigError
+from cyclegan_deploy.frames import parse_size
+
+if TYPE_CHECKING:
+    from cyclegan_deploy.backends import Backend
 
 BATCH = typer.Option(4, "--batch", min=1, help="Frames per backend call.")
 SIZE = typer.Option(None, "--size", help="Resize (upright) frames to HEIGHTxWIDTH before the model, e.g. 360x640; "
@@ -19,26 +21,16 @@ SIZE = typer.Option(None, "--size", help="Resize (upright) frames to HEIGHTxWIDT
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for the backend (default: physical cores).")
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or int(m[1]) < 2 or int(m[2]) < 2:
-        raise ConfigError(f"--size {text!r}: write HEIGHTxWIDTH, e.g. 256x256 or 360x640")
-    return int(m[1]), int(m[2])
+def _size(text: str | None) -> tuple[int, int] | None:
+    return None if text is None else parse_size(text, "--size")
 
 
 def _open_backend(engine: Path | None, model: Path | None, checkpoint: Path | None, backend: str, device: str,
-                  precision: str | None, threads: int | None) -> Any:
-    from cyclegan_deploy.backends.base import load_backend
+                  precision: str | None, threads: int | None) -> Backend:
+    from cyclegan_deploy.backends import load_backend
 
     artifact = resolve_artifact(engine, model, checkpoint)
-    options: dict[str, Any] = {}
-    if precision is not None:
-        options["precision"] = precision
-    if threads is not None:
-        options["threads"] = threads
-    return load_backend(artifact, backend=backend, device=device, **options)
+    return load_backend(artifact, backend=backend, device=device, precision=precision, threads=threads)
 
 
 def _data_group(app: typer.Typer) -> typer.Typer | None:
@@ -82,13 +74,10 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         from cyclegan_deploy.video import VideoOptions, translate_video
 
         opts = VideoOptions(batch=batch, side_by_side=side_by_side, start=start, duration=duration, crf=crf,
-                            codec=codec, preset=preset, pix_fmt=pix_fmt, size=parse_size(size), audio=not no_audio,
+                            codec=codec, preset=preset, pix_fmt=pix_fmt, size=_size(size), audio=not no_audio,
                             progress=progress)
-        be = _open_backend(engine, model, checkpoint, backend, device, precision, threads)
-        try:
+        with _open_backend(engine, model, checkpoint, backend, device, precision, threads) as be:
             report = translate_video(src, output, be, opts)
-        finally:
-            be.close()
         typer.echo(report.summary())
 
     @app.command("translate")
@@ -108,11 +97,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         """Translate images (same size out as in); unreadable files are listed and skipped."""
         from cyclegan_deploy.images import translate_images
 
-        be = _open_backend(engine, model, checkpoint, backend, device, precision, threads)
-        try:
-            report = translate_images(src, output, be, batch=batch, size=parse_size(size))
-        finally:
-            be.close()
+        with _open_backend(engine, model, checkpoint, backend, device, precision, threads) as be:
+            report = translate_images(src, output, be, batch=batch, size=_size(size))
         typer.echo(report.summary())
 
     data = _data_group(app)
@@ -132,8 +118,7 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         """Write a procedural test clip with audio (no download), e.g. for `cgdeploy video`."""
         from cyclegan_deploy.sample_media import make_sample_video
 
-        hw = parse_size(size)
-        assert hw is not None
+        hw = parse_size(size, "--size")
         path = make_sample_video(out, frames=frames, size=hw, fps=fps, audio="aac" if audio else None,
                                  rotation=rotation)
         typer.echo(f"wrote {path}: {frames} frames {hw[1]}x{hw[0]} @ {fps} fps" + (" with AAC audio" if audio else ""))

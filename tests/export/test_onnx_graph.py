@@ -85,8 +85,10 @@ def test_check_graph_rejects_constant_pad_and_fixed_dims(tiny_onnx, tmp_path):
                                               ("unet_128", 0)])
 def test_expected_instance_norms_from_card_match_the_models(arch, blocks):
     """check_graph without the torch model counts InstanceNorm2d from the card; it must match the real layers."""
-    from cyclegan_deploy.export.onnx import _instance_norms_from_card, expected_instance_norm_count
+    from cyclegan_deploy.export.onnx import expected_instance_norm_count
     from cyclegan_deploy.train.models import GeneratorConfig, build_generator
+    from cyclegan_deploy.train.registry import family_of_card
 
     cfg = GeneratorConfig(arch=arch, ngf=2, norm="instance")
-    assert _instance_norms_from_card(cfg.to_meta()) == expected_instance_norm_count(build_generator(cfg))
+    card = cfg.to_meta()
+    assert family_of_card(card).instance_norms(card) == expected_instance_norm_count(build_generator(cfg))

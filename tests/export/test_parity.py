@@ -10,18 +10,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from cyclegan_deploy.artifacts import parity_path
 from cyclegan_deploy.errors import ParityError
-from cyclegan_deploy.export.validate import (
-    FP32_MAX_ABS,
-    default_sizes,
-    ort_session,
-    parity_path,
-    psnr,
-    sample_images,
-    validate_onnx,
-)
+from cyclegan_deploy.export.validate import FP32_MAX_ABS, default_sizes, ort_session, sample_images, validate_onnx
 from cyclegan_deploy.frames import to_model
 from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.quality import psnr
 
 
 def _torch(model, x: np.ndarray) -> np.ndarray:

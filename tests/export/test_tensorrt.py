@@ -9,19 +9,11 @@ from dataclasses import asdict
 
 import pytest
 
+from cyclegan_deploy.artifacts import sidecar_path
+from cyclegan_deploy.engine_sidecar import EngineSidecar, Profile, check_engine_compat, write_sidecar
+from cyclegan_deploy.engine_sidecar import read_engine_sidecar as read_sidecar
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError
-from cyclegan_deploy.export.tensorrt import (
-    BuildOptions,
-    EngineSidecar,
-    Profile,
-    build_engine,
-    check_engine_compat,
-    derive_profile,
-    read_sidecar,
-    sidecar_path,
-    trtexec_command,
-    write_sidecar,
-)
+from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile, trtexec_command
 from cyclegan_deploy.metadata import ModelMeta
 
 
@@ -130,7 +122,7 @@ def test_real_engine_build(tiny_resnet, tiny_fp16, tmp_path):
         pytest.skip("TensorRT is not installed")
     import tensorrt as trt
 
-    from cyclegan_deploy.export.tensorrt import gpu_info
+    from cyclegan_deploy.engine_sidecar import gpu_info
     from cyclegan_deploy.export.validate import validate_candidate
 
     model, meta = tiny_resnet
@@ -143,7 +135,7 @@ def test_real_engine_build(tiny_resnet, tiny_fp16, tmp_path):
     assert (sidecar.gpu_name, sidecar.compute_capability) == gpu_info()
     assert read_sidecar(plan) == sidecar
     build_engine(tiny_fp16, tmp_path / "again.plan", profile, BuildOptions(workspace_gb=1, timing_cache=cache))
-    from cyclegan_deploy.backends.base import load_backend
+    from cyclegan_deploy.backends import load_backend
 
     backend = load_backend(plan, backend="tensorrt", device="cuda")
     try:

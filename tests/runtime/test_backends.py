@@ -18,15 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cyclegan_deploy.backends.base import (
-    UNAVAILABLE,
-    Backend,
-    available_backends,
-    load_backend,
-    onnx_metadata,
-    parse_backend_spec,
-    read_onnx_meta,
-)
+from cyclegan_deploy.artifacts import onnx_metadata
+from cyclegan_deploy.artifacts import read_card as read_onnx_meta
+from cyclegan_deploy.backends import UNAVAILABLE, Backend, available_backends, load_backend, parse_backend_spec
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
 
 FP32_MAX_ABS = 1e-4
@@ -279,7 +273,8 @@ def test_backends_package_import_is_light() -> None:
 def _fake_engine(tmp_path: Path, trt_version: str = "10.13.0.35", gpu: str = "NVIDIA H100 80GB HBM3",
                  cc: str = "9.0") -> Path:
     """A .plan that is not an engine, with a real sidecar (export's format) saying where it was built."""
-    from cyclegan_deploy.export.tensorrt import EngineSidecar, sidecar_path, write_sidecar
+    from cyclegan_deploy.artifacts import sidecar_path
+    from cyclegan_deploy.engine_sidecar import EngineSidecar, write_sidecar
 
     plan = tmp_path / "g_AtoB.plan"
     plan.write_bytes(b"not a real engine")
@@ -302,14 +297,14 @@ def test_tensorrt_absent_is_a_clear_error(tmp_path) -> None:
 
 def test_engine_sidecar_mismatch_is_refused(tmp_path, monkeypatch) -> None:
     """Everything up to deserialization runs with a stand-in tensorrt module and a pretend H100."""
+    from cyclegan_deploy import engine_sidecar
     from cyclegan_deploy.backends.tensorrt import TensorRTBackend
-    from cyclegan_deploy.export import tensorrt as trt_export
 
     fake = types.ModuleType("tensorrt")
     fake.__version__ = "10.13.0.35"  # type: ignore[attr-defined]
     fake.Runtime = object  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(trt_export, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
+    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
     with pytest.raises(EngineMismatchError, match=r"TensorRT 10\.0\.1\.6 \(this machine: 10\.13\.0\.35\).*--engine"):
         TensorRTBackend(_fake_engine(tmp_path, trt_version="10.0.1.6"))
     with pytest.raises(EngineMismatchError, match=r"compute capability 8\.0 \(this GPU: 9\.0\)"):
@@ -455,13 +450,13 @@ def _fake_tensorrt(cuda: _FakeCuda) -> types.ModuleType:
 
 def test_tensorrt_backend_buffers_and_profile_with_stand_ins(tmp_path, monkeypatch) -> None:
     """The backend's own logic (buffers, copies, addresses, growth, profile check) against stand-in APIs."""
+    from cyclegan_deploy import engine_sidecar
     from cyclegan_deploy.backends import tensorrt as trt_backend
-    from cyclegan_deploy.export import tensorrt as trt_export
 
     cuda = _FakeCuda()
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))
     monkeypatch.setattr(trt_backend, "_cuda_runtime", lambda: cuda)
-    monkeypatch.setattr(trt_export, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
+    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
     backend = load_backend(_fake_engine(tmp_path))
     assert backend.name == "tensorrt" and backend.meta.arch == "resnet_2blocks"
     rng = np.random.default_rng(3)

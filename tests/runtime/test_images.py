@@ -110,7 +110,7 @@ def test_single_image_and_exif_rotation(tmp_path):
 
 
 def test_real_backend_tiny_onnx(tmp_path, tiny_onnx):
-    from cyclegan_deploy.backends.base import load_backend
+    from cyclegan_deploy.backends import load_backend
 
     src = tmp_path / "img.png"
     img = rgb_image(30, 42, 8)

@@ -1,0 +1,136 @@
+"""The TensorRT engine sidecar (`g_AtoB.plan.json` / `g_AtoB.engine.json`): what an engine was built with and
+for, and the rule that refuses an engine from another TensorRT version or GPU.
+
+Written by export/tensorrt.py, read by backends/tensorrt.py; both import it from here so the runtime never
+needs the export stage. Torch-, TensorRT- and CUDA-free except gpu_info (cuda-python, imported inside).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cyclegan_deploy.artifacts import kind_of, sidecar_path, write_text
+from cyclegan_deploy.errors import BackendUnavailableError, EngineMismatchError
+from cyclegan_deploy.metadata import ModelMeta
+
+SIDECAR_FORMAT = "cgdeploy-tensorrt-engine"
+Shape4 = tuple[int, int, int, int]
+
+
+@dataclass
+class Profile:
+    """One optimization profile for the single NCHW input; every H/W is a multiple of the model's multiple."""
+
+    input_name: str
+    min: Shape4
+    opt: Shape4
+    max: Shape4
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input_name": self.input_name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        def four(key: str) -> Shape4:
+            n, c, h, w = (int(v) for v in data[key])
+            return n, c, h, w
+
+        return cls(str(data["input_name"]), four("min"), four("opt"), four("max"))
+
+    def trtexec(self) -> str:
+        def fmt(s: Shape4) -> str:
+            return f"{self.input_name}:{'x'.join(map(str, s))}"
+
+        return f"--minShapes={fmt(self.min)} --optShapes={fmt(self.opt)} --maxShapes={fmt(self.max)}"
+
+
+@dataclass
+class EngineSidecar:
+    """What the engine was built with and for; checked before an engine is loaded."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    profile: dict[str, Any]
+    precision: str
+    source_onnx: str
+    source_onnx_sha256: str
+    model_card: dict[str, Any]
+    strongly_typed: bool = True
+    tf32: bool = False
+    workspace_bytes: int = 0
+    builder_optimization_level: int = 3
+    built_at: str = ""
+    format: str = SIDECAR_FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> ModelMeta:
+        return ModelMeta.from_dict(self.model_card)
+
+
+def write_sidecar(path: Path, sidecar: EngineSidecar) -> Path:
+    return write_text(Path(path), json.dumps(asdict(sidecar), indent=2, sort_keys=True) + "\n")
+
+
+def read_engine_sidecar(path: Path) -> EngineSidecar:
+    """Read the sidecar of an engine; pass the engine (.plan/.engine) or the sidecar itself."""
+    path = Path(path)
+    if path.suffix.lower() != ".json" and kind_of(path).name == "tensorrt-engine":
+        path = sidecar_path(path)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != SIDECAR_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}")
+        known = set(EngineSidecar.__dataclass_fields__)
+        return EngineSidecar(**{k: v for k, v in data.items() if k in known})
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise EngineMismatchError(f"{path}: missing or unreadable engine sidecar ({type(e).__name__}: {e}); without "
+                                  "it the engine's TensorRT version and GPU are unknown — rebuild it with "
+                                  "`cgdeploy export CHECKPOINT -o DIR --engine`") from e
+
+
+def _version_key(version: str) -> tuple[str, ...]:
+    """Engines are tied to major.minor.patch; the 4th (build) component does not change the plan format."""
+    return tuple(version.split(".")[:3])
+
+
+def check_engine_compat(sidecar: EngineSidecar, trt_version: str, gpu_name: str, cc: str, *,
+                        engine: str = "engine") -> None:
+    """Refuse an engine built for another TensorRT version, compute capability or GPU model, saying how to
+    rebuild. (TensorRT itself may deserialize a same-CC engine on another GPU model, with wrong tactics.)"""
+    problems = []
+    if _version_key(sidecar.tensorrt_version) != _version_key(trt_version):
+        problems.append(f"TensorRT {sidecar.tensorrt_version} (this machine: {trt_version})")
+    if sidecar.compute_capability != cc:
+        problems.append(f"compute capability {sidecar.compute_capability} (this GPU: {cc})")
+    elif sidecar.gpu_name != gpu_name:
+        problems.append(f"GPU {sidecar.gpu_name!r} (this GPU: {gpu_name!r})")
+    if problems:
+        profile = Profile.from_dict(sidecar.profile)
+        raise EngineMismatchError(
+            f"{engine}: built for {', '.join(problems)}; TensorRT engines only run on the TensorRT version and GPU "
+            f"they were built with. Rebuild here: `cgdeploy export CHECKPOINT -o DIR --engine` or `trtexec "
+            f"--onnx={sidecar.source_onnx} --stronglyTyped --saveEngine={Path(engine).name} {profile.trtexec()}`")
+
+
+def gpu_info(device: int = 0) -> tuple[str, str]:
+    """(GPU name, compute capability 'major.minor') through cuda-python's runtime API."""
+    try:  # cuda-python >= 12.6 moved the bindings; older releases expose cuda.cudart
+        cudart: Any = importlib.import_module("cuda.bindings.runtime")
+    except ImportError:
+        try:
+            cudart = importlib.import_module("cuda.cudart")
+        except ImportError as e:
+            raise BackendUnavailableError("cuda-python is not installed; pip install cuda-python (needed to read "
+                                          "the GPU name and compute capability for the engine sidecar)") from e
+    err, props = cudart.cudaGetDeviceProperties(device)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise BackendUnavailableError(f"no usable CUDA GPU {device} ({err}); TensorRT engines need an NVIDIA GPU "
+                                      "with a working driver")
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
