@@ -20,6 +20,7 @@ from cyclegan_deploy import engine_sidecar
 from cyclegan_deploy.artifacts import read_card, sidecar_path, write_bytes
 from cyclegan_deploy.engine_sidecar import EngineSidecar, Profile, Shape4, write_sidecar
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ExportError
+from cyclegan_deploy.frames import padded_size
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
 
 ShapeArg = str | tuple[int, ...] | None
@@ -47,7 +48,7 @@ def derive_profile(meta: ModelMeta, min_shape: ShapeArg = None, opt_shape: Shape
     m = meta.multiple
 
     def up(x: int) -> int:
-        return max(m, -(-x // m) * m)
+        return max(m, padded_size(x, x, m)[0])
 
     train = up(meta.train_size)
     defaults = {"--min-shape": (1, up(train // 4), up(train // 4)), "--opt-shape": (1, train, train),

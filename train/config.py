@@ -140,6 +140,12 @@ class TrainConfig:
     def multiple(self) -> int:
         return family_for(self.netG, "--arch").multiple(self.netG)
 
+    @property
+    def value_range(self) -> list[float]:
+        """What uint8 0..255 maps onto for training: the family's range (CycleGAN/pix2pix: [-1, 1] for both
+        domains, which the losses compare directly, so input and output ranges are the same)."""
+        return list(family_for(self.netG, "--arch").input_range)
+
     def generator(self) -> GeneratorConfig:
         return GeneratorConfig(arch=self.netG, ngf=self.ngf, norm=self.norm, dropout=self.dropout,
                                n_blocks=self.n_blocks)

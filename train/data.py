@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cyclegan_deploy.errors import DataError
+from cyclegan_deploy.metadata import REFERENCE_RANGE
 from cyclegan_deploy.train.config import TrainConfig
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
@@ -125,12 +126,14 @@ def apply_transform(img: Image.Image, cfg: TrainConfig, params: TransformParams)
         img = _make_multiple(img, cfg.multiple)  # the generator needs sizes it can down/upsample exactly
     if not cfg.no_flip and params.flip:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return to_tensor(np.asarray(img))
+    return to_tensor(np.asarray(img), cfg.value_range)
 
 
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 HWC -> float32 CHW, (x/255 - 0.5)/0.5 as the reference's Normalize((0.5,)*3, (0.5,)*3)."""
-    arr = rgb.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+def to_tensor(rgb: np.ndarray, value_range: Sequence[float] = REFERENCE_RANGE) -> torch.Tensor:
+    """uint8 HWC -> float32 CHW in the family's range. Divides as the reference's Normalize((0.5,)*3, (0.5,)*3)
+    does for [-1, 1] (x/127.5 - 1, bit for bit); the runtime multiplies by the reciprocal (1 ulp apart at most)."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    arr = rgb.astype(np.float32).transpose(2, 0, 1) / np.float32(255.0 / (hi - lo)) + np.float32(lo)
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 

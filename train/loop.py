@@ -204,7 +204,7 @@ class _Run:
 
     def save_samples(self, name: str) -> None:
         vis = self.model.translate(self.sample_a, self.sample_b)
-        tiles = {k: from_model(v.cpu().numpy()) for k, v in vis.items()}
+        tiles = {k: from_model(v.cpu().numpy(), self.cfg.value_range) for k, v in vis.items()}
         rows = [[tiles[k][i] for k in self.model.visual_names] for i in range(len(self.sample_a))]
         save_grid(rows, self.run_dir / "samples" / f"{name}.png")
 

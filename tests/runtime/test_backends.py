@@ -473,3 +473,47 @@ def test_tensorrt_backend_buffers_and_profile_with_stand_ins(tmp_path, monkeypat
         backend(np.zeros((1, 3, 16, 32), np.float32))
     backend.close()
     assert not cuda.device and not cuda.host  # everything freed
+
+
+def test_engine_suffix_with_its_sidecar_loads(tmp_path, monkeypatch) -> None:
+    """`.engine` is a TensorRT engine like `.plan`: g.engine + g.engine.json load (they used to be refused)."""
+    from cyclegan_deploy import engine_sidecar
+    from cyclegan_deploy.backends import tensorrt as trt_backend
+
+    cuda = _FakeCuda()
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))
+    monkeypatch.setattr(trt_backend, "_cuda_runtime", lambda: cuda)
+    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
+    plan = _fake_engine(tmp_path)
+    engine = plan.rename(tmp_path / "g_AtoB.engine")
+    (tmp_path / "g_AtoB.plan.json").rename(tmp_path / "g_AtoB.engine.json")
+    with load_backend(engine) as backend:
+        assert backend.name == "tensorrt" and backend.meta.arch == "resnet_2blocks"
+        x = np.linspace(-2, 2, 3 * 32 * 32, dtype=np.float32).reshape(1, 3, 32, 32)
+        np.testing.assert_allclose(backend(x), np.tanh(x), rtol=1e-6)
+    assert not cuda.device  # the context manager closed it
+
+
+def test_backend_base_validates_every_batch_once(tiny_onnx) -> None:
+    """A backend subclass implements only _run; the base class's __call__ refuses bad batches for it."""
+    from cyclegan_deploy.metadata import ModelMeta
+
+    calls = []
+
+    class Echo(Backend):
+        name, meta = "echo", ModelMeta(multiple=4)
+
+        def _run(self, batch: np.ndarray) -> np.ndarray:
+            calls.append(batch.dtype)
+            return batch
+
+        def close(self) -> None:
+            calls.append("closed")
+
+    with Echo() as echo:
+        with pytest.raises(ShapeError, match="echo: 30x32 is not a multiple of 4"):
+            echo(np.zeros((1, 3, 30, 32), np.float32))
+        with pytest.raises(ShapeError, match=r"\(N,3,H,W\)"):
+            echo(np.zeros((1, 32, 32, 3), np.float32))
+        assert echo(np.zeros((1, 3, 32, 32), np.float64)).dtype == np.float32  # converted once, before _run
+    assert calls == [np.float32, "closed"]

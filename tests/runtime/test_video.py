@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -22,6 +24,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from cyclegan_deploy import frames as F  # noqa: E402
+from cyclegan_deploy.backends import Backend  # noqa: E402
 from cyclegan_deploy.errors import ConfigError, MediaError, ShapeError  # noqa: E402
 from cyclegan_deploy.metadata import ModelMeta  # noqa: E402
 from cyclegan_deploy.sample_media import make_sample_video, sample_frame  # noqa: E402
@@ -144,7 +147,7 @@ def test_pixel_parity_lossless(clips, tmp_path, pix_fmt):
 
 
 def test_real_backend_parity_tiny_onnx(clips, tmp_path, tiny_onnx):
-    from cyclegan_deploy.backends.base import load_backend
+    from cyclegan_deploy.backends import load_backend
 
     src, dst = clips["odd_ntsc"], tmp_path / "out.mkv"
     backend = load_backend(tiny_onnx, backend="onnxruntime", device="cpu")
@@ -344,3 +347,142 @@ def test_cli_video_with_real_backend(clips, tmp_path, tiny_onnx, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: ") and "missing.mp4" in err and len(err.strip().splitlines()) == 1
 
+
+
+# ---- scale, value ranges and the pieces of cyclegan_deploy.video ------------------------------------------
+
+class CardBackend(Backend):
+    """A real Backend subclass (validated by Backend.__call__) whose card sets scale and value ranges.
+    `_run` upsamples nearest-neighbour by `returns` (the card's scale unless a test lies about it)."""
+
+    name = "numpy-card"
+
+    def __init__(self, scale: int = 1, returns: int | None = None, input_range=(-1.0, 1.0),
+                 output_range=(-1.0, 1.0)) -> None:
+        self.meta = ModelMeta(arch="resnet_2blocks", multiple=4, scale=scale, input_range=input_range,
+                              output_range=output_range)
+        self.returns = scale if returns is None else returns
+        self.batches: list[np.ndarray] = []
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(batch.copy())
+        r = self.returns
+        return batch.repeat(r, axis=2).repeat(r, axis=3) if r > 1 else batch.copy()
+
+    def close(self) -> None:
+        pass
+
+
+def nearest2x(rgb: np.ndarray) -> np.ndarray:
+    return rgb.repeat(2, axis=1).repeat(2, axis=2)
+
+
+@pytest.fixture(scope="module")
+def odd_lossless(tmp_path_factory) -> Path:
+    return make_sample_video(tmp_path_factory.mktemp("odd") / "odd.mp4", frames=7, size=(23, 31), crf=0,
+                             pix_fmt="yuv444p")
+
+
+@pytest.mark.parametrize("which", ["lossless", "odd"])
+def test_scale2_output_is_twice_the_size(clips, odd_lossless, tmp_path, which):
+    src = clips["lossless"] if which == "lossless" else odd_lossless
+    dst, model = tmp_path / "sr.mp4", CardBackend(scale=2)
+    report = translate_video(src, dst, model, VideoOptions(progress=False, crf=0, pix_fmt="yuv444p", batch=3))
+    _, f_in, _ = decode(src)
+    _, f_out, _ = decode(dst)
+    n, h, w, _ = f_in.shape
+    assert f_out.shape == (n, 2 * h, 2 * w, 3) and report.size == (2 * h, 2 * w) and report.frames == n
+    ph, pw = F.padded_size(h, w, 4)
+    assert {b.shape for b in model.batches} == {(3, 3, ph, pw)}  # padded input; output 2x that, cropped back
+    expected = nearest2x(f_in)
+    assert np.abs(f_out.astype(int) - through_yuv(expected, "yuv444p")).max() <= 1
+    assert np.abs(f_out.astype(int) - expected).max() <= 3
+
+
+def test_scale2_side_by_side_halves_match(odd_lossless, tmp_path):
+    dst = tmp_path / "sbs.mp4"
+    report = translate_video(odd_lossless, dst, CardBackend(scale=2),
+                             VideoOptions(progress=False, side_by_side=True, crf=0, pix_fmt="yuv444p"))
+    _, f_in, _ = decode(odd_lossless)
+    _, f_out, _ = decode(dst)
+    n, h, w, _ = f_in.shape
+    assert f_out.shape == (n, 2 * h, 4 * w, 3) and report.size == (2 * h, 4 * w)
+    left, right = f_out[:, :, : 2 * w].astype(int), f_out[:, :, 2 * w:].astype(int)
+    assert np.abs(right - nearest2x(f_in)).max() <= 3
+    bicubic = np.stack([av.VideoFrame.from_ndarray(f, format="rgb24").reformat(
+        width=2 * w, height=2 * h, format="rgb24", interpolation="BICUBIC").to_ndarray() for f in f_in])
+    assert np.abs(left - through_yuv(bicubic, "yuv444p")).max() <= 1 and np.abs(left - bicubic).max() <= 3
+    # independent of swscale: PIL's bicubic agrees on average (measured 0.78; nearest-neighbour is 6.9 off)
+    assert np.abs(left - F.resize_frames(f_in, 2 * h, 2 * w)).mean() < 1.5
+
+
+def test_value_ranges_follow_the_card(clips, tmp_path):
+    src = clips["lossless"]
+    _, f_in, _ = decode(src)
+    unit = CardBackend(input_range=(0.0, 1.0), output_range=(0.0, 1.0))
+    translate_video(src, tmp_path / "unit.mp4", unit, VideoOptions(progress=False, crf=0, pix_fmt="yuv444p"))
+    seen = np.concatenate(unit.batches)[: len(f_in)]  # (N, 3, H, W); the last batch repeats its final frame
+    assert seen.min() >= 0.0 and seen.max() <= 1.0
+    assert np.abs(seen * 255 - f_in.transpose(0, 3, 1, 2)).max() < 1e-3  # x/255, not x/127.5 - 1
+    f_out = decode(tmp_path / "unit.mp4")[1].astype(int)
+    assert np.abs(f_out - through_yuv(f_in, "yuv444p")).max() <= 1 and np.abs(f_out - f_in).max() <= 3
+    # in by [-1, 1], out by [0, 1]: an identity model then maps x to 2x - 255 (clipped), which is only
+    # right if each direction reads its own range from the card
+    mixed = CardBackend(input_range=(-1.0, 1.0), output_range=(0.0, 1.0))
+    translate_video(src, tmp_path / "mixed.mp4", mixed, VideoOptions(progress=False, crf=0, pix_fmt="yuv444p"))
+    expected = np.clip(2 * f_in.astype(int) - 255, 0, 255).astype(np.uint8)
+    f_out = decode(tmp_path / "mixed.mp4")[1].astype(int)
+    assert np.abs(f_out - through_yuv(expected, "yuv444p")).max() <= 1
+
+
+@pytest.mark.parametrize("scale,returns,says", [(2, 1, "2 x the size"), (1, 2, "the same size")])
+def test_wrong_scale_is_refused(clips, tmp_path, scale, returns, says):
+    dst = tmp_path / "out.mp4"
+    with pytest.raises(ShapeError, match="returned") as err:
+        translate_video(clips["even"], dst, CardBackend(scale=scale, returns=returns), VideoOptions(progress=False))
+    message = str(err.value)
+    assert says in message and len(message.splitlines()) == 1
+    assert f"{4}x3x{48 * returns}x{64 * returns}" in message  # what came back, in numbers
+    assert not dst.exists() and leftovers(tmp_path) == [] and _no_stage_threads()
+
+
+def test_import_stays_light():
+    code = ("import sys, cyclegan_deploy.video as v; v.VideoOptions, v.probe_video, v.translate_video; "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', 'tensorrt', 'av') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_stage_runner_is_generic_and_stops_on_first_error():
+    from cyclegan_deploy.video.stages import StageRunner
+
+    seen: list[int] = []
+    runner = StageRunner(depth=2, thread_prefix="test-")
+    runner.start(("numbers", iter(range(10))), [("double", lambda x: 2 * x), ("inc", lambda x: x + 1)],
+                 ("collect", seen.append), finish=lambda: seen.append(-1))
+    assert runner.wait(timeout=10)
+    runner.shutdown(timeout=10)
+    assert runner.error is None and seen == [2 * i + 1 for i in range(10)] + [-1]
+    assert list(runner.busy) == ["numbers", "double", "inc", "collect"]
+
+    def fails(x: int) -> int:
+        if x == 3:
+            raise ValueError("third item")
+        return x
+
+    produced: list[int] = []
+
+    def numbers():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    seen.clear()
+    runner = StageRunner(depth=1, thread_prefix="test-")
+    runner.start(("numbers", numbers()), [("check", fails)], ("collect", seen.append))
+    assert runner.wait(timeout=10)
+    runner.shutdown(timeout=10)
+    assert isinstance(runner.error, ValueError) and str(runner.error) == "third item" and not runner.alive()
+    # items before the failure may or may not have reached the sink; none after it, and the source stopped
+    assert seen == list(range(len(seen))) and len(seen) <= 3 and len(produced) < 20

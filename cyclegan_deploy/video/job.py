@@ -1,0 +1,334 @@
+"""One video run: decode -> batch -> pre-process -> backend -> post-process -> encode, audio copied.
+
+The five stages run in their own threads joined by bounded queues (stages.StageRunner), so the model never
+waits on the codec while there is work queued and the codec threads use the cores the model leaves.
+Colour conversion and normalisation run per frame on a small thread pool inside the pre/post stages
+(swscale and numpy release the GIL), so those stages keep up with a GPU model at 720p; the decode and
+encode threads then only drive FFmpeg. Every size and format is decided once, before any thread starts
+(writer.OutputPlan); what is kept from the input, and how, is in the package docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cyclegan_deploy.artifacts import commit, temp_name
+from cyclegan_deploy.errors import CgDeployError, ConfigError, MediaError, ShapeError
+from cyclegan_deploy.frames import crop, from_model, normalise_into, pad_to_multiple, to_model
+from cyclegan_deploy.video.probe import VideoInfo, one_line, output_codec, probe_video
+from cyclegan_deploy.video.stages import StageRunner, watch
+from cyclegan_deploy.video.writer import AudioQueue, OutputPlan, VideoReport, Writer, check_output_path, plan_output
+
+if TYPE_CHECKING:
+    from cyclegan_deploy.backends import Backend
+
+
+@dataclass
+class VideoOptions:
+    batch: int = 4  # frames per backend call: amortises per-call overhead on GPUs, harmless on CPUs
+    side_by_side: bool = False  # write input | output next to each other
+    start: float = 0.0  # seconds from the start of the file
+    duration: float | None = None
+    crf: int = 18  # visually near-lossless for x264/x265; 0 = lossless
+    codec: str | None = None  # h264 | hevc | mpeg4 | vp9 | ffv1 | any PyAV encoder; None: h264 (.webm: vp9)
+    # x264/x265 preset. veryfast, not the encoders' medium: medium encodes 720p at ~1/4 the speed for a
+    # ~10-20% smaller file, enough to make the encoder, not a GPU model, the bottleneck (and on a CPU it
+    # takes cores from the model). --preset medium/slow for smaller files.
+    preset: str | None = "veryfast"
+    pix_fmt: str | None = None  # None: yuv420p, yuv444p for odd sizes with h264/hevc (see the package doc)
+    size: tuple[int, int] | None = None  # (H, W) to resize (upright) frames to before the model
+    audio: bool = True
+    progress: bool = True
+    queue_batches: int = 2  # batches in flight between two stages: enough to hide jitter, bounded memory
+
+
+@dataclass
+class _Batch:
+    frames: list[Any]  # decoded av.VideoFrames (then, after postprocess, the ones to encode)
+    pts: list[int]  # output pts, in the input stream's time base
+    rgb: np.ndarray | None = None  # (batch, H, W, 3) uint8 upright model input; rows past len(pts) repeat
+    tensor: np.ndarray | None = None  # (batch, 3, H', W') float32, padded to the card's multiple
+    out: np.ndarray | None = None  # (batch, 3, scale*H', scale*W') float32 from the backend
+
+
+class _Job:
+    """The stage functions of one run and the state they share: the plan (read only), the audio packets
+    waiting for their video, per-thread swscale contexts."""
+
+    def __init__(self, info: VideoInfo, backend: Backend, opts: VideoOptions, plan: OutputPlan,
+                 pool: ThreadPoolExecutor) -> None:
+        self.info, self.backend, self.opts, self.plan, self.pool = info, backend, opts, plan, pool
+        self.in_range, self.out_range = backend.meta.input_range, backend.meta.output_range
+        self.k = info.rotation // 90
+        h, w = plan.model_in
+        self.scaled = (w, h) if self.k % 2 else (h, w)  # (H, W) to scale the coded frame to, before rotating
+        self.interp = "AREA" if h * w < info.width * info.height else "BICUBIC"  # AREA: no aliasing when shrinking
+        self.reformat = dict(plan.reformat)
+        self.sws_threads = 0 if opts.batch == 1 else 1  # frames already convert in parallel when batched
+        self.local = threading.local()  # swscale contexts per worker thread, reused frame after frame
+        self.origin = Fraction(max(info.start, 0.0)).limit_denominator(10**6) + Fraction(str(opts.start))
+        self.end = self.origin + Fraction(str(opts.duration)) if opts.duration is not None else None
+        self.audio: AudioQueue = deque()  # filled by the decode thread, emptied by the writer's
+        self.decoded = 0
+        self.no_pts = 0  # frames without a timestamp (raw .h264 streams): spaced at the stream's rate
+
+    # -- decode ----------------------------------------------------------------------------------------
+    def decode(self) -> Iterator[_Batch]:
+        import av
+
+        info, opts, n = self.info, self.opts, self.opts.batch
+        trim = opts.start > 0
+        with av.open(str(info.path)) as c:
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO"
+            streams = [vs] + (list(c.streams.audio) if opts.audio else [])
+            if trim:
+                c.seek(int(self.origin * 1_000_000), backward=True)
+            batch, packets, video_done = _Batch([], []), 0, False
+            audio_done = {a.index: not opts.audio for a in c.streams.audio}
+            tb = Fraction(vs.time_base or info.time_base)
+            shift, step, next_pts = round(self.origin / tb), max(1, int(1 / (info.rate * tb))), 0
+            try:
+                for packet in c.demux(streams):
+                    if packet.stream.type == "audio":
+                        if packet.size and packet.dts is not None:
+                            audio_done[packet.stream.index] |= self._keep_audio(packet, trim)
+                        if video_done and all(audio_done.values()):
+                            break
+                        continue
+                    if video_done:
+                        continue
+                    packets += packet.size > 0
+                    for frame in vs.decode(packet):
+                        self.decoded += 1
+                        fpts = frame.pts if frame.pts is not None else next_pts
+                        self.no_pts += frame.pts is None
+                        next_pts = fpts + step
+                        if fpts * tb < self.origin:
+                            continue
+                        if self.end is not None and fpts * tb >= self.end:
+                            video_done = True
+                            break
+                        batch.frames.append(frame)
+                        batch.pts.append(fpts - shift)
+                        if len(batch.pts) == n:
+                            yield batch
+                            batch = _Batch([], [])
+                    if video_done and all(audio_done.values()):
+                        break
+            except av.error.FFmpegError as e:
+                raise MediaError(f"{info.path}: cannot decode the video after {self.decoded} frames "
+                                 f"({one_line(e)}); the file is damaged or truncated") from e
+            if not trim and self.end is None and not video_done and info.frames and packets < info.frames:
+                raise MediaError(f"{info.path}: truncated: its index lists {info.frames} video frames but the data "
+                                 f"ends after {packets}; re-copy the file, or keep the good part with --duration")
+            if batch.pts:
+                yield batch
+
+    def _keep_audio(self, packet: Any, trim: bool) -> bool:
+        """Queue an audio packet if it starts in the window; True once the stream has passed the window."""
+        tb = Fraction(packet.time_base)
+        t = (packet.pts if packet.pts is not None else packet.dts) * tb
+        if self.end is not None and t >= self.end:
+            return True
+        if trim and t < self.origin:
+            return False
+        shift = round(self.origin / tb)
+        if shift:
+            packet.pts = None if packet.pts is None else packet.pts - shift
+            packet.dts -= shift
+        self.audio.append((float(t - self.origin), packet.stream.index, packet))
+        return False
+
+    # -- model -----------------------------------------------------------------------------------------
+    def _sws(self, purpose: str) -> Any:
+        """This thread's reformatter for `purpose`: one per conversion, since a VideoReformatter given other
+        sizes or formats than last time rebuilds its context (pool threads serve both pre and post)."""
+        table: dict[str, Any] | None = getattr(self.local, "sws", None)
+        if table is None:
+            table = self.local.sws = {}
+        if purpose not in table:
+            from av.video.reformatter import VideoReformatter
+
+            table[purpose] = VideoReformatter()
+        return table[purpose]
+
+    def _pre_one(self, b: _Batch, i: int) -> None:
+        assert b.rgb is not None and b.tensor is not None
+        frame = b.frames[i]
+        h, w = self.scaled
+        kwargs: dict[str, Any] = {"format": "rgb24", "threads": self.sws_threads}
+        if (frame.height, frame.width) != (h, w):  # no scaling arguments otherwise: swscale's plain path
+            kwargs.update(width=w, height=h, interpolation=self.interp)
+        rgb = self._sws("in").reformat(frame, **kwargs).to_ndarray()
+        b.rgb[i] = np.rot90(rgb, self.k) if self.k else rgb
+        if self.plan.padded == self.plan.model_in:  # no padding: normalise straight into the batch tensor
+            normalise_into(b.rgb[i].transpose(2, 0, 1), b.tensor[i], self.in_range)
+        else:
+            b.tensor[i] = pad_to_multiple(to_model(b.rgb[i], self.in_range), self.plan.multiple)[0]
+
+    def preprocess(self, b: _Batch) -> _Batch:
+        n, count = self.opts.batch, len(b.pts)
+        b.rgb = np.empty((n, *self.plan.model_in, 3), np.uint8)
+        b.tensor = np.empty((n, 3, *self.plan.padded), np.float32)
+        list(self.pool.map(partial(self._pre_one, b), range(count)))
+        if count < n:  # fixed batch shape: no re-plan / re-compile in the backend for the last batch
+            b.rgb[count:], b.tensor[count:] = b.rgb[count - 1], b.tensor[count - 1]
+        b.frames = []
+        return b
+
+    def infer(self, b: _Batch) -> _Batch:
+        assert b.tensor is not None
+        name, s = self.backend.name, self.plan.scale
+        try:
+            out = self.backend(b.tensor)
+        except CgDeployError as e:
+            raise type(e)(f"{self.info.path}: {name} on a {_shape(b.tensor)} batch: {e}") from e
+        except Exception as e:  # runtime errors (shape outside an engine profile, out of memory...)
+            raise ShapeError(f"{self.info.path}: {name} failed on a {_shape(b.tensor)} batch "
+                             f"({one_line(e)}); try a smaller --batch or --size HxW") from e
+        n, c, h, w = b.tensor.shape
+        if out.shape != (n, c, h * s, w * s):
+            at = "the same size" if s == 1 else f"{s} x the size (its card's scale)"
+            raise ShapeError(f"{name} returned {_shape(out)} for a {_shape(b.tensor)} batch; the model must map "
+                             f"3 channels to 3 at {at} (is it a generator, and does its card match it?)")
+        b.out, b.tensor = out, None
+        return b
+
+    def _post_one(self, b: _Batch, i: int) -> Any:
+        import av
+
+        assert b.out is not None and b.rgb is not None
+        plan = self.plan
+        rgb = from_model(crop(b.out[i:i + 1], *plan.model_in, plan.scale), self.out_range)[0]
+        if plan.side_by_side:
+            rgb = np.concatenate([self._input_half(b.rgb[i]), rgb], axis=1)
+        if any(plan.pad_even):
+            rgb = np.pad(rgb, ((0, plan.pad_even[0]), (0, plan.pad_even[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        return self._sws("out").reformat(frame, threads=self.sws_threads, **self.reformat)
+
+    def _input_half(self, rgb: np.ndarray) -> np.ndarray:
+        """The model's input as the left half of --side-by-side: bicubic to the output size if the model scales."""
+        import av
+
+        h, w = self.plan.translated
+        if rgb.shape[:2] == (h, w):
+            return rgb
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        return self._sws("side").reformat(frame, width=w, height=h, format="rgb24", interpolation="BICUBIC",
+                                          threads=self.sws_threads).to_ndarray()
+
+    def postprocess(self, b: _Batch) -> _Batch:
+        b.frames = list(self.pool.map(partial(self._post_one, b), range(len(b.pts))))
+        b.out = b.rgb = None
+        return b
+
+
+def _shape(a: np.ndarray) -> str:
+    return "x".join(map(str, a.shape))
+
+
+def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: VideoOptions | None = None
+                    ) -> VideoReport:
+    """Translate every frame of `src` with `backend` into `dst` (see the package doc for what is kept)."""
+    src, dst, opts = Path(src), Path(dst), opts or VideoOptions()
+    _check_options(opts)
+    info = probe_video(src)  # before touching the output side: a bad input must not create folders
+    check_output_path(src, dst)
+    if info.duration is not None and opts.start >= info.duration:
+        raise ConfigError(f"--start {opts.start}: {src} is only {info.duration:.2f}s long")
+    meta = backend.meta
+    if meta.input_nc != 3 or meta.output_nc != 3:
+        raise ConfigError(f"{meta.source or backend.name}: the model maps {meta.input_nc} to {meta.output_nc} "
+                          "channels; video needs an RGB (3 -> 3 channel) generator")
+    plan = plan_output(info, meta, output_codec(opts.codec, dst), opts.size, opts.side_by_side, opts.pix_fmt)
+    pool = ThreadPoolExecutor(max(1, min(opts.batch, os.cpu_count() or 1, 8)), thread_name_prefix="cgdeploy-frames")
+    job = _Job(info, backend, opts, plan, pool)
+    runner = StageRunner(opts.queue_batches, thread_prefix="cgdeploy-")
+    tmp: Path | None = None
+    writer: Writer | None = None
+    ok = False
+    t0 = time.perf_counter()
+    try:
+        # the real suffix stays last: PyAV picks the container from it
+        fd, name = tempfile.mkstemp(prefix=temp_name(dst), suffix=dst.suffix, dir=dst.parent)
+        os.close(fd)
+        tmp = Path(name)
+        # `writer` is for the cleanup below (None until opened); `out` for the stage callables
+        writer = out = Writer(tmp, dst, info, plan, crf=opts.crf, preset=opts.preset,
+                              audio=job.audio if opts.audio else None)
+        runner.start(("decode", job.decode()), [("preprocess", job.preprocess), ("inference", job.infer),
+                                                ("postprocess", job.postprocess)],
+                     ("encode", lambda b: out.write(b.frames, b.pts)), out.finish)
+        watch(runner, info.path.name, _expected_frames(info, opts), lambda: out.frames, unit="frames",
+              rate_unit="fps", show=opts.progress)
+        runner.shutdown()
+        if runner.error is not None:
+            raise runner.error
+        if out.frames == 0:
+            raise MediaError(f"{src}: no video frames from {opts.start}s on; check --start/--duration (the video "
+                             f"is {info.duration or 0:.2f}s long)")
+        out.close()
+        commit(tmp, dst)
+        ok = True
+    except (CgDeployError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # codec/muxer failures surface as av errors
+        raise MediaError(f"{dst}: writing the video failed ({type(e).__name__}: {one_line(e)})") from e
+    finally:
+        if not ok:
+            runner.shutdown()
+            if writer is not None and not runner.running("encode"):  # a live encode thread still uses it
+                try:
+                    writer.close()
+                except Exception:  # noqa: BLE001 - the file is deleted next; closing is best effort
+                    pass
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # per-frame tasks are short
+    warnings: list[str] = []
+    if out.repaired:
+        warnings.append(f"{out.repaired} frame timestamps were missing or not increasing: gave each the next tick")
+    if job.no_pts:
+        warnings.append(f"{job.no_pts} frames had no timestamp: spaced them at {float(info.rate):.3f} fps")
+    if any(plan.pad_even):
+        warnings.append(f"{plan.pix_fmt} needs even sizes: padded the odd side by one repeated row/column")
+    busy = {k: round(v, 4) for k, v in runner.busy.items()}
+    return VideoReport(src, dst, out.frames, plan.frame, info.rate, plan.encoder, plan.pix_fmt,
+                       info.audio if out.audio_map else [], info.rotation, backend.name, opts.batch,
+                       time.perf_counter() - t0, busy, warnings)
+
+
+def _check_options(opts: VideoOptions) -> None:
+    if opts.batch < 1:
+        raise ConfigError(f"--batch {opts.batch}: must be at least 1")
+    if opts.start < 0 or (opts.duration is not None and opts.duration <= 0):
+        raise ConfigError("--start must be >= 0 and --duration > 0 (seconds)")
+    if not 0 <= opts.crf <= 63:
+        raise ConfigError(f"--crf {opts.crf}: use 0 (lossless) to 51 for h264/hevc, 63 for vp9; 18 is the default")
+    if opts.size is not None and min(opts.size) < 2:
+        raise ConfigError(f"--size {opts.size[0]}x{opts.size[1]}: frames must be at least 2x2")
+
+
+def _expected_frames(info: VideoInfo, opts: VideoOptions) -> int | None:
+    if opts.start == 0 and opts.duration is None and info.frames:
+        return info.frames
+    if info.duration is None:
+        return None
+    seconds = max(0.0, info.duration - opts.start)
+    return max(1, round(min(seconds, opts.duration or seconds) * float(info.rate)))
+
