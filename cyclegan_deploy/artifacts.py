@@ -10,7 +10,8 @@ The precision of an artifact is always its card's `precision`, never guessed fro
 `.fp16`/`.int8` infixes only name files.
 
 Adding an artifact kind: a row in KINDS (and, if its card lives somewhere new, a branch in read_card), plus
-the backend that runs it. Nothing else matches on suffixes.
+the backend that runs it. Adding a backend: its module in backends/ and a row in BACKEND_MODULES (plus its name
+in the `readers` of the kinds it runs). Nothing else matches on suffixes or backend names.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind("torch", (".pth", ".pt", ""), ("torch",), "checkpoint",
                  "pass a generator .pth/.pt or a training run dir"),
 )
+# backend name -> (module, class). Each module is light to import (its runtime is imported inside), defines a
+# Backend subclass taking (path, device, precision, options) and `availability(variant) -> version | reason`.
+BACKEND_MODULES = {"onnxruntime": ("cyclegan_deploy.backends.onnxruntime", "OrtBackend"),
+                   "openvino": ("cyclegan_deploy.backends.openvino", "OpenVinoBackend"),
+                   "torch": ("cyclegan_deploy.backends.torch", "TorchBackend"),
+                   "tensorrt": ("cyclegan_deploy.backends.tensorrt", "TensorRTBackend")}
 # graph file infix per precision: g_AtoB.onnx, g_AtoB.fp16.onnx, g_AtoB.int8.onnx
 GRAPH_INFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
 

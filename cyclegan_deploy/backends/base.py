@@ -9,6 +9,7 @@ getting something else raises BackendUnavailableError (no silent fallback).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -73,3 +74,11 @@ class BackendOptions:
 
 
 _O = TypeVar("_O", bound=BackendOptions)
+
+
+def try_import(module: str) -> tuple[Any, str | None]:
+    """(module, None) or (None, "unavailable: import X failed (...)"), for each backend's `availability`."""
+    try:
+        return importlib.import_module(module), None
+    except Exception as e:  # ImportError, or a broken install raising anything at import time
+        return None, f"{UNAVAILABLE}import {module} failed ({type(e).__name__}: {str(e)[:120]})"

@@ -1,8 +1,7 @@
 """load_backend: open an artifact with the backend that runs it (artifacts.KINDS says which), and what is
-installed. Imports no inference library at top level: `import cyclegan_deploy.backends` stays light.
+installed (each backend module's `availability`). Imports no inference library at top level.
 
-Adding a backend: its module (a Backend subclass + options dataclass), a row in _MODULES below, and its name in
-the `readers` of the artifact kinds it runs (artifacts.KINDS).
+Adding a backend touches its module and artifacts.py (BACKEND_MODULES, the readers of its kinds), not this file.
 """
 
 from __future__ import annotations
@@ -11,16 +10,11 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from cyclegan_deploy.artifacts import backend_how_to, kind_of
+from cyclegan_deploy.artifacts import BACKEND_MODULES, backend_how_to, kind_of
 from cyclegan_deploy.backends.base import UNAVAILABLE, Backend
 from cyclegan_deploy.errors import ConfigError
 
-# backend name -> (module, class); each class takes (path, device, precision, options: dict)
-_MODULES = {"onnxruntime": ("cyclegan_deploy.backends.onnxruntime", "OrtBackend"),
-            "openvino": ("cyclegan_deploy.backends.openvino", "OpenVinoBackend"),
-            "torch": ("cyclegan_deploy.backends.torch", "TorchBackend"),
-            "tensorrt": ("cyclegan_deploy.backends.tensorrt", "TensorRTBackend")}
-BACKENDS = tuple(_MODULES)
+BACKENDS = tuple(BACKEND_MODULES)
 DEVICES = {"auto": "auto", "cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "tensorrt": "tensorrt", "trt": "tensorrt"}
 
 
@@ -77,60 +71,26 @@ def load_backend(artifact: str | Path, backend: str = "auto", device: str = "aut
     elif name not in kind.readers:
         raise ConfigError(f"{path}: the {name} backend cannot read a {path.suffix or 'run dir'} artifact "
                           f"(readers: {', '.join(kind.readers)}); {backend_how_to(name)}")
-    module, cls = _MODULES[name]
+    module, cls = BACKEND_MODULES[name]
     backend_cls = getattr(importlib.import_module(module), cls)
     instance: Backend = backend_cls(path, device=device, precision=precision, options=options)
     return instance
-
-
-def _import(module: str) -> tuple[Any, str | None]:
-    try:
-        return importlib.import_module(module), None
-    except Exception as e:  # ImportError, or a broken install raising anything at import time
-        return None, f"{UNAVAILABLE}import {module} failed ({type(e).__name__}: {str(e)[:120]})"
 
 
 def available_backends(names: list[str] | None = None) -> dict[str, str]:
     """name -> installed version, or "unavailable: <reason>" (values starting with UNAVAILABLE).
 
     Cheap static checks (imports, provider lists, device counts); `cgdeploy doctor` goes further and
-    really creates a session per provider. Names: onnxruntime, onnxruntime-cuda, onnxruntime-trt, openvino,
-    torch, torch-cuda, tensorrt.
+    really creates a session per provider. Names: a backend with an optional variant (onnxruntime-cuda...);
+    default: every backend and its device variants.
     """
     wanted = names or ["onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "torch", "torch-cuda",
                        "tensorrt"]
-    return {name: _availability(name) for name in wanted}
+    out = {}
+    for name in wanted:
+        base, _, variant = name.partition("-")
+        if base not in BACKEND_MODULES:
+            raise ConfigError(f"unknown backend {name!r}")
+        out[name] = importlib.import_module(BACKEND_MODULES[base][0]).availability(variant)
+    return out
 
-
-def _availability(name: str) -> str:
-    base, _, variant = name.partition("-")
-    if base == "onnxruntime":
-        ort, err = _import("onnxruntime")
-        if ort is None:
-            return err or UNAVAILABLE
-        provider = {"": "CPUExecutionProvider", "cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                    "trt": "TensorrtExecutionProvider"}[variant]
-        listed = ort.get_available_providers()
-        return ort.__version__ if provider in listed else (
-            f"{UNAVAILABLE}{provider} not in this onnxruntime build ({', '.join(listed)}); "
-            "install onnxruntime-gpu instead of onnxruntime (never both)")
-    if base == "openvino":
-        ov, err = _import("openvino")
-        return (err or UNAVAILABLE) if ov is None else str(ov.__version__).split("-")[0]
-    if base == "torch":
-        torch, err = _import("torch")
-        if torch is None:
-            return err or UNAVAILABLE
-        if variant == "cuda" and not torch.cuda.is_available():
-            return f"{UNAVAILABLE}torch {torch.__version__} sees no CUDA device (CPU build or no GPU)"
-        return str(torch.__version__)
-    if base == "tensorrt":
-        trt, err = _import("tensorrt")
-        # tensorrt-stubs alone makes `import tensorrt` succeed as an empty namespace package
-        if trt is None or not hasattr(trt, "Runtime"):
-            return err or f"{UNAVAILABLE}TensorRT is not installed (only type stubs, if any); " \
-                          "install tensorrt on a machine with an NVIDIA GPU"
-        _, cuda_err = _import("cuda.bindings.runtime")
-        return f"{UNAVAILABLE}cuda-python is missing ({cuda_err}); pip install cuda-python" if cuda_err \
-            else str(trt.__version__)
-    raise ConfigError(f"unknown backend {name!r}")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cyclegan_deploy.artifacts import read_card
-from cyclegan_deploy.backends.base import Backend, BackendOptions
+from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 from cyclegan_deploy.machine import physical_cores
 from cyclegan_deploy.metadata import canonical_precision
@@ -134,3 +134,15 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]  # releases the provider's device memory
+
+
+def availability(variant: str = "") -> str:
+    """Version, or "unavailable: ..." when onnxruntime or the variant's provider (cpu/cuda/trt) is missing."""
+    ort, err = try_import("onnxruntime")
+    if ort is None:
+        return err or UNAVAILABLE
+    provider = PROVIDER[{"": "cpu", "trt": "tensorrt"}.get(variant, variant)]
+    listed = ort.get_available_providers()
+    return str(ort.__version__) if provider in listed else (
+        f"{UNAVAILABLE}{provider} not in this onnxruntime build ({', '.join(listed)}); "
+        "install onnxruntime-gpu instead of onnxruntime (never both)")

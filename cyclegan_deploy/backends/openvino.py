@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cyclegan_deploy.artifacts import read_card
-from cyclegan_deploy.backends.base import Backend, BackendOptions
+from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 from cyclegan_deploy.machine import physical_cores
 from cyclegan_deploy.metadata import OPENVINO_NAMES, canonical_precision
@@ -108,3 +108,8 @@ class OpenVinoBackend(Backend):
 
     def close(self) -> None:
         self._compiled.clear()
+
+
+def availability(variant: str = "") -> str:
+    ov, err = try_import("openvino")
+    return (err or UNAVAILABLE) if ov is None else str(ov.__version__).split("-")[0]

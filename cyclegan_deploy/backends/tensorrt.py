@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cyclegan_deploy import engine_sidecar
-from cyclegan_deploy.backends.base import Backend, BackendOptions
+from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
 from cyclegan_deploy.metadata import canonical_precision
 
@@ -173,3 +173,14 @@ class TensorRTBackend(Backend):
             self.stream = None
         self.context = None  # type: ignore[assignment]  # release before the engine, as TensorRT requires
         self.engine = None  # type: ignore[assignment]
+
+
+def availability(variant: str = "") -> str:
+    trt, err = try_import("tensorrt")
+    # tensorrt-stubs alone makes `import tensorrt` succeed as an empty namespace package
+    if trt is None or not hasattr(trt, "Runtime"):
+        return err or f"{UNAVAILABLE}TensorRT is not installed (only type stubs, if any); " \
+                      "install tensorrt on a machine with an NVIDIA GPU"
+    _, cuda_err = try_import("cuda.bindings.runtime")
+    return f"{UNAVAILABLE}cuda-python is missing ({cuda_err}); pip install cuda-python" if cuda_err \
+        else str(trt.__version__)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.backends.base import Backend, BackendOptions
+from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 from cyclegan_deploy.metadata import canonical_precision
 
@@ -92,3 +92,13 @@ class TorchBackend(Backend):
         self.model = None
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
+
+
+def availability(variant: str = "") -> str:
+    """Version, or "unavailable: ..." without torch, or without a CUDA device for the cuda variant."""
+    torch, err = try_import("torch")
+    if torch is None:
+        return err or UNAVAILABLE
+    if variant == "cuda" and not torch.cuda.is_available():
+        return f"{UNAVAILABLE}torch {torch.__version__} sees no CUDA device (CPU build or no GPU)"
+    return str(torch.__version__)
