@@ -120,6 +120,15 @@ def engine_path(out_dir: Path, direction: str) -> Path:
     return Path(out_dir) / f"g_{direction}.plan"
 
 
+def ir_path(out_dir: Path, direction: str) -> Path:
+    return Path(out_dir) / f"g_{direction}.xml"
+
+
+def ir_weights_path(xml: Path) -> Path:
+    """An OpenVINO IR's weights: g_AtoB.xml -> g_AtoB.bin."""
+    return Path(xml).with_suffix(".bin")
+
+
 def onnx_path(out_dir: Path, direction: str, precision: str = "fp32") -> Path:
     return graph_path(Path(out_dir) / f"g_{direction}.onnx", precision)
 

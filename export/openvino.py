@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.artifacts import commit, read_card, sidecar_path, temp_name
+from cyclegan_deploy.artifacts import commit, ir_weights_path, read_card, sidecar_path, temp_name
 from cyclegan_deploy.errors import BackendUnavailableError, ExportError
 from cyclegan_deploy.metadata import CARD_KEY, OPENVINO_NAMES, canonical_precision
 
@@ -54,7 +54,7 @@ def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "f32") -> 
         ov.save_model(model, str(staged_xml), compress_to_fp16=precision == "f16")
         sidecar_path(staged_xml).write_text(card.to_json() + "\n")
         # .bin first, the card last: a reader that finds the .xml also finds its weights
-        for src in (staged_xml.with_suffix(".bin"), staged_xml, sidecar_path(staged_xml)):
+        for src in (ir_weights_path(staged_xml), staged_xml, sidecar_path(staged_xml)):
             commit(src, xml_path.parent / src.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

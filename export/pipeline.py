@@ -174,8 +174,8 @@ def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: E
     from cyclegan_deploy.export.openvino import cpu_supports, export_openvino, openvino_runner
     from cyclegan_deploy.export.validate import validate_candidate
 
-    xml = export_openvino(onnx_path, onnx_path.with_suffix(".xml"), opts.ov_precision)
-    result.files += [xml, xml.with_suffix(".bin"), artifacts.sidecar_path(xml)]
+    xml = export_openvino(onnx_path, artifacts.ir_path(opts.out_dir, meta.direction), opts.ov_precision)
+    result.files += [xml, artifacts.ir_weights_path(xml), artifacts.sidecar_path(xml)]
     echo(f"wrote {xml} (+ .bin, .xml.json; inference precision {opts.ov_precision})")
     if not opts.validate:
         return
