@@ -73,17 +73,29 @@ def export_onnx_any(model: Any, meta: Any, path: Path, notes: list[str]) -> Path
 def prepare(work: Path, tiny: bool, fp16: bool, notes: list[str], checkpoint: Path | None = None
             ) -> dict[str, Path | None]:
     """generator .pth + FP32 ONNX (+ FP16 graph) in `work`: of `checkpoint`, else of the seeded model.
-    Export failures become notes (the backends needing the file then report why)."""
+
+    The graphs come from the export stage (export.pipeline.make_graphs), as `cgdeploy bench` makes them. Where
+    that fails (typically onnxscript missing on a bare GPU box) this script falls back to its own export:
+    export_onnx_any (legacy TorchScript exporter if need be) + to_fp16. Failures become notes (the backends
+    needing the file then report why)."""
     from cyclegan_deploy.train.checkpoints import load_generator, save_generator
 
     work.mkdir(parents=True, exist_ok=True)
-    if checkpoint is not None:
-        model, meta = load_generator(checkpoint)
-    else:
+    if checkpoint is None:
         model, meta = build_generator(tiny)
         checkpoint = work / "generator.pth"
         save_generator(model, meta, checkpoint)
     paths: dict[str, Path | None] = {"checkpoint": checkpoint, "onnx": None, "onnx_fp16": None}
+    try:
+        from cyclegan_deploy.export.pipeline import make_graphs
+
+        graphs = make_graphs(checkpoint, work, fp16=fp16, echo=lambda text: print(text, file=sys.stderr, flush=True))
+        paths["onnx"], paths["onnx_fp16"] = graphs.get("onnx"), graphs.get("onnx-fp16")
+        return paths
+    except Exception as e:
+        notes.append(f"export.pipeline.make_graphs failed ({type(e).__name__}: {str(e)[:200]}); "
+                     "used the script's fallback export")
+    model, meta = load_generator(checkpoint)
     try:
         paths["onnx"] = export_onnx_any(model, meta, work / "model.onnx", notes)
     except Exception as e:
@@ -124,6 +136,6 @@ def lscpu_summary() -> dict[str, str]:
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
-    from cyclegan_deploy.bench import parse_size
+    from cyclegan_deploy.frames import parse_size
 
-    return [parse_size(s) for s in text.split(",") if s.strip()]
+    return [parse_size(s, option="--sizes") for s in text.split(",") if s.strip()]

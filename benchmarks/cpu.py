@@ -46,7 +46,7 @@ def profile_openvino(onnx: Path, precision: str, h: int, w: int, threads: int | 
     shows whether AMX/AVX-512 bf16 kernels ran)."""
     import openvino as ov
 
-    from cyclegan_deploy.bench_metrics import make_input
+    from cyclegan_deploy.bench.metrics import make_input
 
     core = ov.Core()
     model = core.read_model(str(onnx))
@@ -76,7 +76,7 @@ def profile_onnxruntime(onnx: Path, h: int, w: int, threads: int | None, work: P
     """ONNX Runtime's profiler (kernel time per op type), averaged over 3 runs after one warm-up run."""
     import onnxruntime as ort
 
-    from cyclegan_deploy.bench_metrics import make_input
+    from cyclegan_deploy.bench.metrics import make_input
 
     x = make_input(1, h, w)
     so = ort.SessionOptions()
@@ -106,7 +106,7 @@ def profile_torch(checkpoint: Path, h: int, w: int) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from cyclegan_deploy.bench_metrics import make_input
+    from cyclegan_deploy.bench.metrics import make_input
     from cyclegan_deploy.train.checkpoints import load_generator
 
     model, _ = load_generator(checkpoint)
@@ -120,14 +120,14 @@ def profile_torch(checkpoint: Path, h: int, w: int) -> dict[str, Any]:
     return {"size": f"{h}x{w}", "total_ms": round(total, 3), "by_type": _top(rows, total)}
 
 
-def run_profiles(paths: dict[str, Path | None], h: int, w: int, threads: int | None, work: Path,
+def run_profiles(onnx: Path, checkpoint: Path, h: int, w: int, threads: int | None, work: Path,
                  bf16: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     jobs: list[tuple[str, Any]] = [
-        ("openvino-bf16" if bf16 else "openvino-f32", lambda: profile_openvino(paths["onnx"], "bf16" if bf16 else "f32",
+        ("openvino-bf16" if bf16 else "openvino-f32", lambda: profile_openvino(onnx, "bf16" if bf16 else "f32",
                                                                               h, w, threads)),
-        ("onnxruntime-cpu", lambda: profile_onnxruntime(paths["onnx"], h, w, threads, work)),
-        ("torch-cpu", lambda: profile_torch(paths["checkpoint"], h, w)),
+        ("onnxruntime-cpu", lambda: profile_onnxruntime(onnx, h, w, threads, work)),
+        ("torch-cpu", lambda: profile_torch(checkpoint, h, w)),
     ]
     for name, job in jobs:
         try:
@@ -146,7 +146,7 @@ def _best(results: dict[str, Any], size: str) -> dict[str, Any] | None:
 
 def summary_md(results: dict[str, Any], profiles: dict[str, Any], lscpu: dict[str, str], sizes: list[str],
                tiny: bool) -> str:
-    from cyclegan_deploy.bench_report import TABLE_HEAD, table_rows
+    from cyclegan_deploy.bench.report import TABLE_HEAD, table_rows
 
     m = results["machine"]
     lines = ["# CPU benchmark: ResNet-9 generator" + (" (--tiny smoke run: numbers are meaningless)" if tiny else ""),
@@ -154,7 +154,7 @@ def summary_md(results: dict[str, Any], profiles: dict[str, Any], lscpu: dict[st
     lines += [f"- {k}: {v}" for k, v in lscpu.items()]
     cpu, threads = m["cpu"], results["settings"]["threads"] or "backend default (physical cores)"
     lines += [f"- Physical cores used: {cpu['physical_cores']}; threads: {threads}",
-              f"- Peak (assumed, see bench_metrics.cpu_flop_per_cycle): fp32 {cpu['peak_gflops']['fp32']} GFLOP/s, "
+              f"- Peak (assumed, see bench/metrics.py cpu_flop_per_cycle): fp32 {cpu['peak_gflops']['fp32']} GFLOP/s, "
               f"bf16 {cpu['peak_gflops']['bf16']} GFLOP/s at {cpu['ghz']} GHz ({cpu['ghz_source']})",
               "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v), ""]
     macs = results["model"]["macs"]
@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_freezing:  # read when torch._inductor.config is first imported, i.e. at the first compile
         os.environ.setdefault("TORCHINDUCTOR_FREEZING", "1")
     how = bootstrap()
+    from cyclegan_deploy.artifacts import write_json, write_text
     from cyclegan_deploy.bench import BenchConfig, print_table, run_bench, write_outputs
-    from cyclegan_deploy.bench_report import _atomic_write
 
     sizes = parse_sizes(args.sizes) if args.sizes else (TINY_SIZES if args.tiny else [(256, 256), (720, 1280)])
     specs = args.specs.split(",") if args.specs else SPECS_B1
@@ -228,19 +228,20 @@ def main(argv: list[str] | None = None) -> int:
                           reference="torch", baseline="torch", threads=args.threads,
                           repeats=args.repeats or (3 if args.tiny else 20),
                           warmup=args.warmup or (1 if args.tiny else 3),
-                          max_seconds=args.max_seconds or (2.0 if args.tiny else 60.0))
+                          max_seconds=args.max_seconds or (2.0 if args.tiny else 60.0), notes=notes)
         results = run_bench(cfg)
         profiles: dict[str, Any] = {}
-        if not args.no_profile and paths["onnx"] is not None:
+        onnx, checkpoint = paths["onnx"], paths["checkpoint"]
+        if not args.no_profile and onnx is not None and checkpoint is not None:
             bf16 = bool({"amx_bf16", "avx512_bf16"} & set(results["machine"]["cpu"]["flags"]))
-            profiles = run_profiles(paths, *sizes[0], args.threads, work, bf16)
-        results["notes"] += notes + [f"whole script took {time.time() - t0:.0f} s"]
+            profiles = run_profiles(onnx, checkpoint, *sizes[0], args.threads, work, bf16)
+        results["notes"].append(f"whole script took {time.time() - t0:.0f} s")
         results["profile"] = profiles
         write_outputs(results, args.out)
         summary = summary_md(results, profiles, lscpu_summary(), [f"{h}x{w}" for h, w in sizes], args.tiny)
-        for name, text in (("profile.json", json.dumps(profiles, indent=1) + "\n"),
-                           ("lscpu.txt", command_output(["lscpu"]) + "\n"), ("summary.md", summary)):
-            _atomic_write(args.out / name, lambda p, text=text: p.write_text(text))
+        write_json(args.out / "profile.json", profiles)
+        write_text(args.out / "lscpu.txt", command_output(["lscpu"]) + "\n")
+        write_text(args.out / "summary.md", summary)
         print_table(results)
         print(f"wrote {args.out}/summary.md, results.json/.csv/.md, latency.png, profile.json, lscpu.txt")
     finally:

@@ -52,16 +52,16 @@ def build_engine(onnx: Path | None, work: Path, sizes: list[tuple[int, int]], ma
     """TensorRT engine covering every (size, batch) of the run; (None, why) when TensorRT/GPU is absent."""
     if onnx is None:
         return None, "no ONNX graph to build a TensorRT engine from (see notes)"
-    from cyclegan_deploy.backends.base import UNAVAILABLE, available_backends
+    from cyclegan_deploy.backends import UNAVAILABLE, available_backends
 
     state = available_backends(["tensorrt"])["tensorrt"]
     if state.startswith(UNAVAILABLE):
         return None, state[len(UNAVAILABLE):]
     try:
-        from cyclegan_deploy.backends.base import read_onnx_meta
+        from cyclegan_deploy.artifacts import read_card
         from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
 
-        meta = read_onnx_meta(onnx)
+        meta = read_card(onnx)
         m = meta.multiple
         up = [(-(-h // m) * m, -(-w // m) * m) for h, w in sizes]
         lo, hi = min(up, key=lambda s: s[0] * s[1]), max(up, key=lambda s: s[0] * s[1])
@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-artifacts", action="store_true", help="copy the ONNX/engine files into OUT/artifacts")
     args = ap.parse_args(argv)
     how = bootstrap()
+    from cyclegan_deploy.artifacts import sidecar_path, write_json
     from cyclegan_deploy.bench import BenchConfig, print_table, run_bench, write_outputs
-    from cyclegan_deploy.bench_report import _atomic_write
+    from cyclegan_deploy.errors import BackendUnavailableError
 
     sizes = parse_sizes(args.sizes) if args.sizes else (TINY_SIZES if args.tiny else
                                                          [(256, 256), (720, 1280), (1080, 1920)])
@@ -103,30 +104,32 @@ def main(argv: list[str] | None = None) -> int:
         paths = prepare(work, args.tiny, fp16=True, notes=notes, checkpoint=args.checkpoint)
         engine, engine_note = build_engine(paths["onnx_fp16"] or paths["onnx"], work, sizes, max(batches))
         notes.append(f"tensorrt: {engine_note}")
-        missing = {} if engine else {"engine": f"no TensorRT engine: {engine_note}"}
+        # what could not be made here: the specs reading it say so ("unavailable: ...") instead of NEEDS
+        missing: dict[str, Exception] = {} if engine else {
+            "engine": BackendUnavailableError(f"no TensorRT engine: {engine_note}")}
         for kind in ("onnx", "onnx-fp16"):
             if paths["onnx" if kind == "onnx" else "onnx_fp16"] is None:
-                missing[kind] = f"no {kind} graph could be made here (see notes)"
+                missing[kind] = BackendUnavailableError(f"no {kind} graph could be made here (see notes)")
         cfg = BenchConfig(out_dir=args.out, specs=args.specs.split(","), sizes=sizes, batches=batches,
                           checkpoint=paths["checkpoint"], onnx=paths["onnx"], onnx_fp16=paths["onnx_fp16"],
-                          engine=engine, reference="torch", baseline="torch-cuda", missing=missing,
+                          engine=engine, reference="torch", baseline="torch-cuda", artifact_errors=missing,
                           repeats=args.repeats or (3 if args.tiny else 50),
                           warmup=args.warmup or (1 if args.tiny else 5),
-                          max_seconds=args.max_seconds or (2.0 if args.tiny else 20.0))
+                          max_seconds=args.max_seconds or (2.0 if args.tiny else 20.0), notes=notes)
         results = run_bench(cfg)
         results["cuda"] = cuda_env()
-        results["notes"] += notes + [f"whole script took {time.time() - t0:.0f} s"]
+        results["notes"].append(f"whole script took {time.time() - t0:.0f} s")
         written = write_outputs(results, args.out)
         env = {"nvidia-smi": command_output(["nvidia-smi"]), "cuda": results["cuda"]}
-        _atomic_write(args.out / "environment.json", lambda p: p.write_text(json.dumps(env, indent=1, default=str)))
+        write_json(args.out / "environment.json", json.loads(json.dumps(env, default=str)))
         if args.keep_artifacts:
             dest = args.out / "artifacts"
             dest.mkdir(exist_ok=True)
             for f in work.iterdir():
                 if f.suffix in (".onnx", ".plan", ".json", ".cache"):
                     shutil.copy2(f, dest / f.name)
-        elif engine is not None and engine.with_name(engine.name + ".json").is_file():
-            shutil.copy2(engine.with_name(engine.name + ".json"), args.out / "engine.plan.json")
+        elif engine is not None and sidecar_path(engine).is_file():
+            shutil.copy2(sidecar_path(engine), args.out / "engine.plan.json")
         print_table(results)
         ok = sum(r["status"] == "ok" for r in results["cases"])
         print(f"{ok}/{len(results['cases'])} cases ran; wrote {args.out}/results.md, results.json, results.csv, "

@@ -7,7 +7,8 @@
 Per machine: one table (rows = backend and batch, columns = p50 latency and speedup per size, parity at the
 first size, % of peak), the model's MAC count, the machine's peak and how it was assumed, the plot, and the
 command that reproduces it. Image links are relative to the repository root (where README.md lives).
-Needs only the standard library.
+Needs only the standard library and this checkout's cyclegan_deploy/artifacts.py (its atomic writer, itself
+standard library only); no install needed.
 """
 
 from __future__ import annotations
@@ -155,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = args.out or args.results / "PERFORMANCE.md"
     text = build(args.results.resolve(), args.link_root.resolve())
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    if str(ROOT) not in sys.path:  # a plain checkout: no install puts cyclegan_deploy on the path
+        sys.path.insert(0, str(ROOT))
+    from cyclegan_deploy.artifacts import write_text
+
+    write_text(out, text)
     print(f"wrote {out}")
     return 0
 

@@ -33,16 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_GAIN_DB = 6.0
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def calibrate(cfg: Any, steps: int = 6) -> float:
     """Seconds per training step of this model on this machine (after 2 warm-up steps)."""
     import torch
@@ -78,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from cyclegan_deploy.machine import cpu_model
     from cyclegan_deploy.train.config import TrainConfig
     from cyclegan_deploy.train.loop import train
     from cyclegan_deploy.train.synthetic import write_synthetic
@@ -117,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             "iterations": result.iterations, "stopped_by_budget": result.stopped_early,
             "settings": {**cfg.to_dict(), "dataroot": "<synthetic>", "run_dir": "<temp>"},
             "data": {"n_train": args.n_train, "n_test": args.n_test, "size": args.size, "seed": args.seed},
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
             "python": platform.python_version(),
         }
         args.out.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,9 @@ def decode_frames(clip: Path) -> list[Any]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-def model_batches(frames: list[Any], batch: int, multiple: int) -> list[Any]:
+def model_batches(frames: list[Any], batch: int, meta: Any) -> list[Any]:
+    """The clip as model batches, made as the pipeline makes them: the card's input range, padded to its
+    multiple."""
     import numpy as np
 
     from cyclegan_deploy.frames import pad_to_multiple, to_model
@@ -63,7 +65,7 @@ def model_batches(frames: list[Any], batch: int, multiple: int) -> list[Any]:
     for i in range(0, len(frames), batch):
         chunk = frames[i:i + batch]
         chunk += [chunk[-1]] * (batch - len(chunk))  # the pipeline keeps the batch shape fixed the same way
-        out.append(pad_to_multiple(to_model(np.stack(chunk)), multiple))
+        out.append(pad_to_multiple(to_model(np.stack(chunk), meta.input_range), max(1, int(meta.multiple))))
     return out
 
 
@@ -99,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     found = bootstrap()
-    from cyclegan_deploy.backends.base import load_backend
-    from cyclegan_deploy.bench_metrics import machine_info
-    from cyclegan_deploy.commands.media_cmd import parse_size
+    from cyclegan_deploy.artifacts import write_json, write_text
+    from cyclegan_deploy.backends import load_backend
+    from cyclegan_deploy.bench.metrics import machine_info
+    from cyclegan_deploy.frames import parse_size
     from cyclegan_deploy.sample_media import make_sample_video
     from cyclegan_deploy.video import VideoOptions, probe_video, translate_video
 
@@ -116,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             del model
         clip = args.clip
         if clip is None:
-            size = parse_size(args.size)
-            assert size is not None
+            size = parse_size(args.size, option="--size")
             t = time.perf_counter()
             clip = make_sample_video(work / "clip.mp4", frames=args.frames, size=size)
             notes.append(f"generated clip in {time.perf_counter() - t:.1f}s")
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                **({"threads": args.threads} if args.threads else {}), **_options(args.option))
         try:
             frames = decode_frames(clip)
-            batches = model_batches(frames, args.batch, max(1, int(backend.meta.multiple)))
+            batches = model_batches(frames, args.batch, backend.meta)
             # warm-up: allocation, kernel selection, graph compilation, clocks; ORT CPU takes several calls
             start, calls = time.perf_counter(), 0
             while calls < 3 or (time.perf_counter() - start < 2.0 and calls < 20):
@@ -176,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                      "clip": "generated (sample_media)" if args.clip is None else str(args.clip)},
         "machine": machine_info(), "lscpu": lscpu_summary(), "import": found, "notes": notes,
     }
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (args.out / f"{args.name}.md").write_text(summary_md(result))
+    # default=str: the clip's rate is a Fraction; write_json then writes strict JSON, atomically
+    write_json(args.out / f"{args.name}.json", json.loads(json.dumps(result, default=str)))
+    write_text(args.out / f"{args.name}.md", summary_md(result))
     print(f"end-to-end {e2e_fps:.2f} fps = {ratio:.1%} of inference-only {infer_fps:.2f} fps "
           f"({'meets' if ratio >= TARGET else 'misses'} the {TARGET:.0%} target) -> {args.out / args.name}.json/.md")
     return 0

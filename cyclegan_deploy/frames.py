@@ -44,11 +44,16 @@ def from_model(batch: np.ndarray, value_range: Range = REFERENCE_RANGE) -> np.nd
     """(N,3,H,W) float in `value_range` -> (N,H,W,3) uint8 RGB, rounded and clipped."""
     if batch.ndim != 4 or batch.shape[1] != 3:
         raise ShapeError(f"expected a (N,3,H,W) batch from the model, got {batch.shape}")
+    return np.ascontiguousarray(to_uint8(batch, value_range).transpose(0, 2, 3, 1))
+
+
+def to_uint8(batch: np.ndarray, value_range: Range = REFERENCE_RANGE) -> np.ndarray:
+    """Any float array in `value_range` -> uint8 of the same shape: scaled, clipped, rounded (half to even)."""
     lo, hi = float(value_range[0]), float(value_range[1])
     out = batch.astype(np.float32, copy=False) - np.float32(lo)
     out *= np.float32(255.0 / (hi - lo))
     np.clip(out, 0.0, 255.0, out=out)
-    return np.ascontiguousarray(np.rint(out).astype(np.uint8).transpose(0, 2, 3, 1))
+    return np.rint(out).astype(np.uint8)
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:

@@ -39,16 +39,17 @@ def allowed_cpus() -> int:
 
 
 def physical_cores() -> int:
-    """Physical cores (not SMT siblings) we may run on: the thread count CPU inference scales to."""
-    pairs, phys = set(), "0"
-    for line in _cpuinfo_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "physical id":
-            phys = value.strip()
-        elif key.strip() == "core id":
-            pairs.add((phys, value.strip()))
-    allowed = allowed_cpus()
-    return max(1, min(len(pairs), allowed)) if pairs else allowed
+    """Physical cores (not SMT siblings) among the CPUs we may run on: the thread count CPU inference scales
+    to. Counts distinct (physical id, core id) of the allowed processors; without those fields, allowed CPUs."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cores: set[tuple[str, str]] = set()
+    for block in _cpuinfo_text().split("\n\n"):
+        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+        if "core id" not in fields or not fields.get("processor", "").isdigit():
+            continue
+        if allowed is None or int(fields["processor"]) in allowed:
+            cores.add((fields.get("physical id", "0"), fields["core id"]))
+    return max(1, len(cores)) if cores else allowed_cpus()
 
 
 def package_version(dist: str) -> str | None:

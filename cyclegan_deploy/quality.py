@@ -2,7 +2,7 @@
 
 PSNR is over all values, with the peak-to-peak of the data's range (2 for [-1, 1] model outputs, 255 for
 uint8 images); identical inputs give inf. The uint8 difference is measured after the runtime's own
-output mapping (frames.from_model: clip, scale, round), so it is the pixel error a user would see.
+output mapping (frames.to_uint8: scale, clip, round), so it is the pixel error a user would see.
 """
 
 from __future__ import annotations
@@ -34,15 +34,13 @@ class Parity:
 
 def parity(reference: np.ndarray, candidate: np.ndarray, value_range: Sequence[float] = REFERENCE_RANGE) -> Parity:
     """Max/mean abs error and PSNR on the output range, max uint8 difference after the output mapping."""
-    from cyclegan_deploy.frames import from_model
+    from cyclegan_deploy.frames import to_uint8
 
     if reference.shape != candidate.shape:
         raise ShapeError(f"candidate output shape {candidate.shape} != reference {reference.shape}")
     ref, out = reference.astype(np.float64), candidate.astype(np.float64)
     diff = np.abs(ref - out)
     lo, hi = float(value_range[0]), float(value_range[1])
-    if ref.ndim == 3:
-        reference, candidate = reference[None], candidate[None]
-    u8 = np.abs(from_model(reference, (lo, hi)).astype(np.int16) - from_model(candidate, (lo, hi)).astype(np.int16))
+    u8 = np.abs(to_uint8(reference, (lo, hi)).astype(np.int16) - to_uint8(candidate, (lo, hi)).astype(np.int16))
     return Parity(max_abs=float(diff.max()), mean_abs=float(diff.mean()), psnr_db=psnr(ref, out, hi - lo),
                   max_uint8_diff=int(u8.max()))

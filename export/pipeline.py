@@ -225,13 +225,21 @@ def _gate_engine(model: nn.Module, meta: ModelMeta, plan: Path, precision: str, 
               plan, result)
 
 
-def make_graphs(checkpoint: Path, out_dir: Path, fp16: bool, echo: Callable[[str], None] = print) -> dict[str, Path]:
+def make_graphs(source: Path, out_dir: Path, fp16: bool, echo: Callable[[str], None] = print) -> dict[str, Path]:
     """The ONNX graph (and FP16 graph) of one generator, for tools that need artifacts rather than a release:
-    `cgdeploy bench` and the benchmark scripts. The same export as `cgdeploy export --no-validate` (graph
-    checks still run); returns {"onnx": ..., "onnx-fp16": ...}."""
-    checkpoint = Path(checkpoint)
-    direction = "AtoB" if checkpoint.is_dir() else None  # one generator of a CycleGAN run is enough
-    result = run_export(ExportOptions(checkpoint=checkpoint, out_dir=Path(out_dir), fp16=fp16, validate=False,
+    `cgdeploy bench` and the benchmark scripts. `source` is a checkpoint/run dir (exported as by
+    `cgdeploy export --no-validate`; graph checks still run) or an FP32 .onnx (only its FP16 graph is made).
+    Returns {"onnx": ..., "onnx-fp16": ...}."""
+    source = Path(source)
+    if source.suffix.lower() == ".onnx":
+        graphs = {"onnx": source}
+        if fp16:
+            from cyclegan_deploy.export.precision import to_fp16
+
+            graphs["onnx-fp16"] = to_fp16(source, artifacts.graph_path(Path(out_dir) / source.name, "fp16"))
+        return graphs
+    direction = "AtoB" if source.is_dir() else None  # one generator of a CycleGAN run is enough
+    result = run_export(ExportOptions(checkpoint=source, out_dir=Path(out_dir), fp16=fp16, validate=False,
                                       direction=direction), echo=echo)
     graphs = {"onnx": result.files[0]}
     if fp16:

@@ -1,20 +1,28 @@
 """`cgdeploy bench`: latency/throughput of one model across backends, sizes and batch sizes.
 
 Artifacts: any of --checkpoint / --model / --engine, together if you like; each backend reads the one it
-needs (torch: the checkpoint; onnxruntime/OpenVINO: the ONNX; tensorrt: the engine). With a checkpoint
-and no --model the ONNX (and, for *-fp16 ONNX backends, its FP16 graph) is exported into RESULTS/artifacts,
-so `cgdeploy bench --checkpoint G.pth -o out` alone compares torch, ONNX Runtime and OpenVINO.
+needs (torch: the checkpoint; onnxruntime/OpenVINO: the ONNX; tensorrt: the engine). The graphs the chosen
+backends need and were not given (the ONNX without --model, the FP16 graph of the *-fp16 ONNX backends
+without --fp16-model) are made from the checkpoint (or the FP16 graph from --model) into RESULTS/artifacts
+here, through the export stage, before the bench runs: the runtime bench never imports the export stage. So
+`cgdeploy bench --checkpoint G.pth -o out` alone compares torch, ONNX Runtime and OpenVINO.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cyclegan_deploy.commands.options import CHECKPOINT, ENGINE, MODEL
 from cyclegan_deploy.errors import CgDeployError, ConfigError
+
+if TYPE_CHECKING:
+    from cyclegan_deploy.bench import BenchConfig
 
 
 def _split(text: str) -> list[str]:
@@ -31,6 +39,46 @@ def _ints(text: str, flag: str) -> list[int]:
     return values
 
 
+def make_graphs_for(cfg: BenchConfig, echo: Callable[[str], None]) -> BenchConfig:
+    """cfg with the ONNX / FP16 graphs its specs need and were not given, exported from cfg.checkpoint into
+    RESULTS/artifacts. A graph that cannot be made becomes cfg.artifact_errors[kind]: the specs reading it
+    report why ("unavailable: ..." for a missing exporter stack, "failed: ..." otherwise), the others run."""
+    paths = cfg.artifact_paths()
+    want = [k for k in cfg.needed_artifacts() if k in ("onnx", "onnx-fp16") and paths[k] is None]
+    # a checkpoint gives both graphs; a given FP32 graph (--model) gives its FP16 graph
+    source = cfg.checkpoint if cfg.checkpoint is not None else cfg.onnx if want == ["onnx-fp16"] else None
+    if source is None or not want:
+        return cfg
+    from cyclegan_deploy.bench import artifact_error
+
+    work = cfg.out_dir / "artifacts"
+    made: dict[str, Path] = {}
+    errors = dict(cfg.artifact_errors)
+    # with FP16 wanted, a failure may be the FP16 step alone (e.g. its parity gate): retry without it so the
+    # FP32 graph's backends still run, as they would with a --model given
+    for fp16 in ([True, False] if "onnx-fp16" in want else [False]):
+        try:
+            from cyclegan_deploy.export.pipeline import make_graphs
+
+            made = make_graphs(source, work, fp16=fp16, echo=echo)
+            break
+        except Exception as e:  # an exporter bug must not end the whole benchmark: its specs report it
+            errors["onnx-fp16" if fp16 else "onnx"] = artifact_error("onnx-fp16" if fp16 else "onnx", e)
+            if "onnx" not in want:
+                break  # the FP32 graph came from --model; nothing left to make
+    if work.is_dir() and not any(work.iterdir()):
+        work.rmdir()
+    notes = list(cfg.notes)
+    if "onnx" in want and made.get("onnx") is not None:
+        notes.append(f"exported {made['onnx']} from {source} for the ONNX-based backends")
+    if "onnx-fp16" in want and made.get("onnx-fp16") is not None:
+        notes.append(f"converted {made['onnx-fp16']} (FP16 convs, FP32 instance norm) for the FP16 ONNX backends")
+    return dataclasses.replace(
+        cfg, notes=notes, artifact_errors=errors,
+        onnx=made.get("onnx") if "onnx" in want else cfg.onnx,
+        onnx_fp16=made.get("onnx-fp16") if "onnx-fp16" in want else cfg.onnx_fp16)
+
+
 def register(app: typer.Typer, *sub: typer.Typer) -> None:
     @app.command("bench")
     def bench(
@@ -40,7 +88,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         checkpoint: Path | None = CHECKPOINT,
         fp16_model: Path | None = typer.Option(None, "--fp16-model",
                                                 help="FP16 graph (g_*.fp16.onnx) for the *-fp16 ONNX Runtime backends "
-                                                     "(default: converted from the ONNX into RESULTS/artifacts)."),
+                                                     "(default: made from --checkpoint or --model into "
+                                                     "RESULTS/artifacts)."),
         backends: str = typer.Option("auto", "--backends",
                                      help="Comma-separated: torch, torch-bf16, torch-compile, torch-compile-bf16, "
                                           "torch-cuda[-fp16|-bf16|-compile-fp16], onnxruntime[-cuda[-fp16]|-trt"
@@ -65,7 +114,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                                                  help="Spec for --video (default: the fastest that ran)."),
     ) -> None:
         """Compare backends: p50/p90/p99 latency, fps, GFLOP/s and % of peak, parity vs torch fp32."""
-        from cyclegan_deploy.bench import BenchConfig, default_specs, parse_size, print_table, run_bench, write_outputs
+        from cyclegan_deploy.bench import BenchConfig, default_specs, print_table, run_bench, write_outputs
+        from cyclegan_deploy.frames import parse_size
 
         given = {"--engine": engine, "--model": model, "--checkpoint": checkpoint, "--fp16-model": fp16_model,
                  "--video": video}
@@ -76,10 +126,11 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                 raise ConfigError(f"{path}: no such file (from {flag}); check the path")
         specs = (default_specs(checkpoint, model, engine, gpu=shutil.which("nvidia-smi") is not None)
                  if backends.strip() == "auto" else _split(backends))
-        cfg = BenchConfig(out_dir=out, specs=specs, sizes=[parse_size(s) for s in _split(sizes)],
+        cfg = BenchConfig(out_dir=out, specs=specs, sizes=[parse_size(s, option="--sizes") for s in _split(sizes)],
                           batches=_ints(batch, "--batch"), checkpoint=checkpoint, onnx=model, onnx_fp16=fp16_model,
                           engine=engine, warmup=warmup, repeats=repeats, max_seconds=max_seconds, threads=threads,
                           reference=reference, baseline=baseline, video=video, video_backend=video_backend)
+        cfg = make_graphs_for(cfg, echo=lambda text: typer.echo(text, err=True))
         results = run_bench(cfg)
         written = write_outputs(results, out)
         print_table(results)

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from cyclegan_deploy import bench
-from cyclegan_deploy.bench import BenchConfig, Spec, parse_size, parse_spec, run_bench
-from cyclegan_deploy.bench_metrics import count_macs_onnx, latency_stats, parity
-from cyclegan_deploy.bench_report import CSV_FIELDS, write_outputs
+from cyclegan_deploy.bench import BenchConfig, Spec, parse_spec, run_bench
+from cyclegan_deploy.bench.metrics import count_macs_onnx, latency_stats
+from cyclegan_deploy.bench.metrics import parity_record as parity
+from cyclegan_deploy.bench.report import CSV_FIELDS, write_outputs
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
+from cyclegan_deploy.frames import parse_size
 from cyclegan_deploy.metadata import ModelMeta
 
 # ---- statistics and parity from known values ----------------------------------------------------------------
@@ -112,7 +114,7 @@ def test_mac_count_of_hand_built_graph(tmp_path: Path) -> None:
 
 def test_mac_count_full_resnet9_and_tiny_onnx_agree_with_torch(tiny_resnet: Any, tiny_onnx: Path) -> None:
     pytest.importorskip("torch")
-    from cyclegan_deploy.bench_metrics import count_macs_torch
+    from cyclegan_deploy.bench.metrics import count_macs_torch
     from cyclegan_deploy.train.models import GeneratorConfig, build_generator
 
     model, _ = tiny_resnet
@@ -276,6 +278,59 @@ def test_time_budget_stops_early(tmp_path: Path) -> None:
     assert case["stats_ms"]["n"] == bench.MIN_REPEATS and case["budget_truncated"] is True
 
 
+def test_case_record_keys_are_the_results_schema() -> None:
+    # results.json "cases" rows (and results.csv, made from them) keep exactly these keys in this order
+    record = bench.CaseResult.planned(parse_spec("onnxruntime"), 30, 40, 2)
+    assert list(record.as_dict()) == [
+        "backend", "backend_name", "device", "precision", "options", "height", "width", "size", "run_height",
+        "run_width", "batch", "status", "threads", "load_s", "first_call_ms", "samples_ms", "stats_ms",
+        "budget_truncated", "ms_per_frame", "fps", "speedup", "macs_per_frame", "gflops", "peak_gflops", "pct_peak",
+        "max_abs", "psnr_db", "max_u8"]
+    assert record.as_dict()["size"] == "30x40" and record.status == "not run"
+
+
+def test_import_stays_light() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("torch", "onnx", "onnxruntime", "openvino", "tensorrt", "cyclegan_deploy.export", "cyclegan_deploy.train")
+    code = f"import sys, cyclegan_deploy.bench; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+class ScaledBackend(FakeBackend):
+    """A x2 super-resolution fake: nearest-neighbour upsampling of tanh(x + offset)."""
+
+    def __init__(self, name: str, offset: float = 0.0, upsample: bool = True) -> None:
+        super().__init__(name, offset)
+        self.meta = ModelMeta(multiple=4, scale=2)
+        self.upsample = upsample
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        y = super().__call__(batch)
+        return y.repeat(2, axis=2).repeat(2, axis=3) if self.upsample else y
+
+
+def test_scaled_model_output_and_parity(tmp_path: Path) -> None:
+    def load(path: Path, spec: Spec, threads: int | None) -> ScaledBackend:
+        return {"onnxruntime": ScaledBackend("onnxruntime-cpu"),
+                "openvino-bf16": ScaledBackend("openvino-bf16", offset=0.01),
+                "openvino-f32": ScaledBackend("openvino-cpu", upsample=False)}[spec.name]
+
+    cfg = BenchConfig(out_dir=tmp_path, onnx=_conv_graph(tmp_path / "c.onnx"), reference="onnxruntime",
+                      specs=["onnxruntime", "openvino-bf16", "openvino-f32"], sizes=[(30, 30)], warmup=1, repeats=3)
+    results = run_bench(cfg, loader=load, log=lambda s: None)
+    ok = _case(results, "openvino-bf16", "30x30", 1)
+    assert ok["status"] == "ok" and (ok["run_height"], ok["run_width"]) == (32, 32)
+    x = bench.make_input(1, 32, 32, 0)[0]
+    up = np.tanh(x).repeat(2, axis=1).repeat(2, axis=2)
+    assert ok["max_abs"] == pytest.approx(parity(up, np.tanh(x + 0.01).repeat(2, axis=1).repeat(2, axis=2))["max_abs"])
+    assert _case(results, "onnxruntime", "30x30", 1)["max_abs"] == 0.0
+    bad = _case(results, "openvino-f32", "30x30", 1)  # scale 2 on the card, but 1x output: not a result
+    assert bad["status"].startswith("failed: bad output") and bad["fps"] is None
+
+
 def test_unknown_spec_fails_before_running(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown bench backend"):
         run_bench(BenchConfig(out_dir=tmp_path, specs=["onnxruntime", "tensorflow"]), loader=_fake_loader([]))
@@ -329,3 +384,87 @@ def test_cli_bench_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "give at least one of --checkpoint" in capsys.readouterr().err
     assert main(["bench", "--model", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "r")]) == 1
     assert "missing.onnx: no such file" in capsys.readouterr().err
+
+
+def _stub_make_graphs(monkeypatch: pytest.MonkeyPatch, onnx: Path, fail: dict[bool, Exception]) -> list[Any]:
+    """Replace export.pipeline.make_graphs (the export stage) by a copy of `onnx`; fail[fp16] raises."""
+    pipeline = pytest.importorskip("cyclegan_deploy.export.pipeline")
+    calls: list[Any] = []
+
+    def make_graphs(checkpoint: Path, out_dir: Path, fp16: bool, echo: Any) -> dict[str, Path]:
+        calls.append((checkpoint, out_dir, fp16))
+        if fp16 in fail:
+            raise fail[fp16]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        made = {"onnx": out_dir / "g_AtoB.onnx"}
+        made["onnx"].write_bytes(onnx.read_bytes())
+        if fp16:
+            made["onnx-fp16"] = out_dir / "g_AtoB.fp16.onnx"
+            made["onnx-fp16"].write_bytes(onnx.read_bytes())
+        echo("made")
+        return made
+
+    monkeypatch.setattr(pipeline, "make_graphs", make_graphs, raising=False)
+    return calls
+
+
+def test_cli_bench_exports_missing_graph_through_the_export_stage(
+        tmp_path: Path, tiny_generator_file: Path, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from cyclegan_deploy.cli import main
+
+    calls = _stub_make_graphs(monkeypatch, tiny_onnx, {})
+    out = tmp_path / "res"
+    rc = main(["bench", "--checkpoint", str(tiny_generator_file), "-o", str(out), "--backends", "torch,onnxruntime",
+               "--sizes", "32x32", "--repeats", "3", "--warmup", "1", "--threads", "1"])
+    assert rc == 0
+    assert calls == [(tiny_generator_file, out / "artifacts", False)]  # no FP16 backend asked: no FP16 graph
+    data = json.loads((out / "results.json").read_text())
+    assert [c["status"] for c in data["cases"]] == ["ok", "ok"]
+    assert data["model"]["artifacts"]["onnx"] == str(out / "artifacts" / "g_AtoB.onnx")
+    assert any("for the ONNX-based backends" in n for n in data["notes"])
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (ImportError("No module named 'onnxscript'"), "unavailable: making the onnx artifact needs No module named"),
+    (RuntimeError("boom"), "failed: making the onnx artifact failed: RuntimeError: boom"),
+])
+def test_graph_that_cannot_be_made_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception,
+                                               status: str) -> None:
+    from cyclegan_deploy.commands.bench_cmd import make_graphs_for
+
+    _stub_make_graphs(monkeypatch, _conv_graph(tmp_path / "c.onnx"), {False: error})
+    cfg = make_graphs_for(BenchConfig(out_dir=tmp_path / "r", checkpoint=tmp_path / "g.pth", specs=["onnxruntime"],
+                                      reference="onnxruntime", sizes=[(8, 8)], warmup=1, repeats=1), echo=print)
+    results = run_bench(cfg, loader=_fake_loader([]), log=lambda s: None)
+    assert results["cases"][0]["status"].startswith(status)
+    assert not (tmp_path / "r" / "artifacts").exists()
+
+
+def test_fp16_failure_keeps_the_fp32_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cyclegan_deploy.commands.bench_cmd import make_graphs_for
+    from cyclegan_deploy.errors import ParityError
+
+    calls = _stub_make_graphs(monkeypatch, _conv_graph(tmp_path / "c.onnx"), {True: ParityError("fp16 at 31 dB")})
+    cfg = make_graphs_for(BenchConfig(out_dir=tmp_path / "r", checkpoint=tmp_path / "g.pth", reference="onnxruntime",
+                                      specs=["onnxruntime", "onnxruntime-cuda-fp16"], sizes=[(8, 8)], warmup=1,
+                                      repeats=1), echo=print)
+    assert [c[2] for c in calls] == [True, False]  # FP16 failed: retried for the FP32 graph alone
+    results = run_bench(cfg, loader=_fake_loader([]), log=lambda s: None)
+    assert _case(results, "onnxruntime", "8x8", 1)["status"] == "ok"
+    assert _case(results, "onnxruntime-cuda-fp16", "8x8", 1)["status"] == "failed: fp16 at 31 dB"
+    assert results["notes"] == [f"exported {tmp_path / 'r' / 'artifacts' / 'g_AtoB.onnx'} from {tmp_path / 'g.pth'} "
+                                "for the ONNX-based backends"]
+
+
+def test_fp16_graph_is_made_from_a_given_model(tiny_onnx: Path, tmp_path: Path) -> None:
+    """--model alone: the *-fp16 ONNX specs get that graph's FP16 conversion (real export stage, no stub)."""
+    pytest.importorskip("onnxconverter_common")
+    from cyclegan_deploy.artifacts import read_card
+    from cyclegan_deploy.commands.bench_cmd import make_graphs_for
+
+    cfg = make_graphs_for(BenchConfig(out_dir=tmp_path / "r", onnx=tiny_onnx, specs=["onnxruntime-cuda-fp16"]),
+                          echo=lambda _: None)
+    assert cfg.onnx == tiny_onnx and cfg.onnx_fp16 == tmp_path / "r" / "artifacts" / "g_AtoB.fp16.onnx"
+    assert read_card(cfg.onnx_fp16).precision == "fp16"
+    assert any("converted" in n for n in cfg.notes)

@@ -1,11 +1,13 @@
-"""Numbers behind `cgdeploy bench`: latency statistics, parity, seeded inputs, MAC counts, machine peaks.
+"""Numbers behind `cgdeploy bench`: latency statistics, parity fields, seeded inputs, MAC counts, machine peaks.
 
 - Statistics: numpy percentile, method="linear" (Hyndman & Fan type 7, numpy's default).
-- Parity: max abs error and PSNR on [-1, 1] (data range 2), max uint8 diff after the runtime's rounding.
+- Parity: cyclegan_deploy.quality.parity on the card's output range (max abs, PSNR, max uint8 diff after
+  the runtime's output mapping), in the record's fields.
 - MACs: Conv/ConvTranspose of the ONNX graph at the run size (shape inference), or torch hooks on the
   meta device. A ConvTranspose counts its real multiply-adds (input pixels x Cout x k^2); counting it as a
   dense conv over the zero-stuffed output (what thop-style tools do) gives `macs_dense`: ResNet-9 ngf 64 at
-  256x256 is 49.55 GMAC real, 56.80 GMAC dense. 1 MAC = 2 FLOP.
+  256x256 is 49.55 GMAC real, 56.80 GMAC dense. 1 MAC = 2 FLOP. Upsampling layers (PixelShuffle, resize)
+  of a scale > 1 model do no multiply-adds and are not counted.
 - Peak: CPU = physical cores x clock x FLOP/cycle (cpu_flop_per_cycle); GPU from GPU_PEAKS by name.
 """
 
@@ -18,11 +20,14 @@ import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from cyclegan_deploy.errors import CgDeployError
+from cyclegan_deploy.machine import allowed_cpus, cpu_flags, cpu_model, cpuinfo, package_version, physical_cores
+from cyclegan_deploy.metadata import REFERENCE_RANGE
+from cyclegan_deploy.quality import parity
 
 # dense tensor-core FP16/BF16 and plain FP32 (no TF32) TFLOP/s from the vendors' datasheets; first match wins
 GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
@@ -30,6 +35,16 @@ GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
     ("A100", 19.5, 312.0), ("L40S", 91.6, 362.0), ("L4", 30.3, 121.0), ("A10", 31.2, 125.0),
     ("RTX 4090", 82.6, 165.2), ("V100", 15.7, 125.0), ("T4", 8.1, 65.0),
 )
+VERSIONS = ("cyclegan-deploy", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt",
+            "cuda-python", "av")
+
+
+class ParityFields(TypedDict):
+    """A case's parity fields (CaseResult.max_abs / psnr_db / max_u8)."""
+
+    max_abs: float
+    psnr_db: float | None  # None when identical: JSON has no inf
+    max_u8: int
 
 
 # ---- statistics and parity ------------------------------------------------------------------------------
@@ -44,16 +59,14 @@ def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
             "min": float(a.min()), "max": float(a.max()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0}
 
 
-def parity(reference: np.ndarray, output: np.ndarray) -> dict[str, float | None]:
-    """max abs, PSNR on [-1,1] (peak-to-peak 2; None when identical), max uint8 diff after rounding."""
-    ref, out = reference.astype(np.float64), output.astype(np.float64)
-    if ref.shape != out.shape:
-        raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
-    mse = float(np.mean((ref - out) ** 2))
-    u8 = [np.rint((np.clip(v, -1, 1) + 1) * 127.5) for v in (ref, out)]
-    return {"max_abs": float(np.max(np.abs(ref - out))),
-            "psnr_db": None if mse == 0 else float(10 * math.log10(4.0 / mse)),
-            "max_u8": int(np.max(np.abs(u8[0] - u8[1])))}
+def parity_record(reference: np.ndarray, output: np.ndarray,
+                  value_range: Sequence[float] = REFERENCE_RANGE) -> ParityFields:
+    """quality.parity of frame 0 in the record's terms: max_abs, psnr_db (None when identical), max_u8."""
+    if reference.shape != output.shape:  # two frames of one model differ in shape only through a harness bug
+        raise ValueError(f"output shape {output.shape} differs from the reference's {reference.shape}")
+    p = parity(reference, output, value_range)
+    return {"max_abs": p.max_abs, "psnr_db": p.psnr_db if math.isfinite(p.psnr_db) else None,
+            "max_u8": p.max_uint8_diff}
 
 
 def make_input(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -61,7 +74,7 @@ def make_input(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray
     push instance norm and bf16/fp16 rounding into a regime no photo reaches."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    out = np.empty((batch, 3, height, width), np.float32)
+    out = np.empty((batch, 3, height, width), np.float32)  # (N, C, H, W)
     for n in range(batch):
         for c in range(3):
             img = np.zeros((height, width), np.float32)
@@ -143,17 +156,6 @@ def count_macs_torch(model: Any, height: int, width: int, batch: int = 1, in_ch:
 
 # ---- the machine ------------------------------------------------------------------------------------------
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return info
-
-
 def cpu_flop_per_cycle(flags: set[str]) -> dict[str, int]:
     """Per core per cycle, assuming 2 FMA/AMX-capable ports (Xeon Gold/Platinum, Zen 4; Silver/Bronze
     Xeons have one 512-bit FMA unit: half). FMA = 2 FLOP. fp32: AVX-512 2x16x2=64, AVX2 2x8x2=32, SSE 16.
@@ -176,31 +178,12 @@ def _gpus() -> list[dict[str, str]]:
             for r in rows]
 
 
-def _versions() -> dict[str, str | None]:
-    import importlib.metadata as md
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("cyclegan-deploy", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino",
-                 "tensorrt", "cuda-python", "av"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
 def machine_info() -> dict[str, Any]:
     """CPU model, flags, cores, frequency, peak FLOP/s by precision; GPUs with their table peaks; versions."""
-    info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        siblings, cores = int(info.get("siblings", "1")), int(info.get("cpu cores", "1"))
-        smt = max(1, siblings // max(1, cores))
-    except ValueError:
-        smt = 1
-    physical = max(1, logical // smt)
-    model = info.get("model name", platform.processor() or "unknown")
+    info, flags = cpuinfo(), cpu_flags()
+    logical, physical = allowed_cpus(), physical_cores()
+    smt = max(1, logical // physical)
+    model = cpu_model()
     ghz_match = re.search(r"@\s*([\d.]+)\s*GHz", model)
     ghz, ghz_source = ((float(ghz_match[1]), "model name (base clock)") if ghz_match else
                        (float(info.get("cpu MHz", "0") or 0) / 1000, "/proc/cpuinfo cpu MHz (current clock)"))
@@ -217,12 +200,14 @@ def machine_info() -> dict[str, Any]:
                                          "amx_tile", "amx_bf16", "amx_int8", "amx_fp16"}),
                 "flop_per_cycle": per_cycle,
                 "peak_gflops": {k: round(physical * ghz * v, 1) for k, v in per_cycle.items()}},
-        "gpus": gpus, "platform": platform.platform(), "versions": _versions(),
+        "gpus": gpus, "platform": platform.platform(),
+        "versions": {"python": platform.python_version(), **{d: package_version(d) for d in VERSIONS}},
         "env_threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
     }
 
 
 def peak_gflops(machine: dict[str, Any], device: str, precision: str) -> float | None:
+    """The machine's peak for a case's device and precision (None where unknown: int8, an unlisted GPU)."""
     prec = "fp32" if precision in ("fp32", "f32") else "fp16" if precision in ("fp16", "bf16") else None
     if device == "cuda":
         gpu = machine["gpus"][0] if machine["gpus"] else {}
@@ -230,6 +215,5 @@ def peak_gflops(machine: dict[str, Any], device: str, precision: str) -> float |
         return float(value) * 1000 if value else None
     if prec is None:
         return None
-    return machine["cpu"]["peak_gflops"]["bf16" if precision == "bf16" else prec] or None
-
-
+    peak: float = machine["cpu"]["peak_gflops"]["bf16" if precision == "bf16" else prec]
+    return peak or None

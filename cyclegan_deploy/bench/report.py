@@ -1,6 +1,9 @@
 """Outputs of `cgdeploy bench`: results.json (full samples + environment), results.csv, results.md,
 latency.png (matplotlib Agg, skipped with a note when matplotlib is missing) and the printed table (rich,
-plain markdown without it). Every file is written to a temp name and renamed.
+plain markdown without it). Every file goes through cyclegan_deploy.artifacts' atomic writer.
+
+Everything here reads the results dict run_bench returns (cases as CaseResult.as_dict() rows): the scripts
+add their own keys to it and the files must stay readable by make_readme_perf.py without this package.
 """
 
 from __future__ import annotations
@@ -8,17 +11,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cyclegan_deploy.artifacts import atomic_output, write_json, write_text
 from cyclegan_deploy.errors import CgDeployError
 
 CSV_FIELDS = ("backend", "backend_name", "device", "precision", "size", "run_height", "run_width", "batch",
               "status", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "n", "ms_per_frame", "fps",
               "speedup", "macs_per_frame", "gflops", "peak_gflops", "pct_peak", "psnr_db", "max_abs", "max_u8",
               "first_call_ms", "load_s", "budget_truncated")
+TABLE_HEAD = ("backend", "size", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "fps", "speedup", "GFLOP/s",
+              "% peak", "PSNR dB", "max abs")
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -38,10 +42,6 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def _sig(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
-
-
-TABLE_HEAD = ("backend", "size", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "fps", "speedup", "GFLOP/s",
-              "% peak", "PSNR dB", "max abs")
 
 
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -76,7 +76,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"- Timing: {s['warmup']} warm-up calls, up to {s['repeats']} timed calls or {s['max_seconds']} s per case "
         f"(at least {s['min_repeats']}); {s['timer']}; {s['percentiles']}. fps = batch / p50.",
         f"- Parity: frame 0 vs reference `{results['reference']['spec']}` ({results['reference']['status']}); "
-        f"PSNR on [-1,1]. Speedup vs `{results['baseline']}` at the same size. Threads: "
+        f"PSNR on {_output_range(results)}. Speedup vs `{results['baseline']}` at the same size. Threads: "
         f"{s['threads'] or 'backend default'}.",
         f"- Versions: {versions}.",
     ]
@@ -86,6 +86,12 @@ def to_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _output_range(results: dict[str, Any]) -> str:
+    """The range parity's PSNR is taken on: the card's output range ([-1,1] for CycleGAN/pix2pix)."""
+    lo, hi = (results["model"].get("card") or {}).get("output_range") or (-1, 1)
+    return f"[{float(lo):g},{float(hi):g}]"
+
+
 def video_line(video: dict[str, Any]) -> str:
     if video["status"] != "ok":
         return f"Video end-to-end ({video['video']}): {video['status']}"
@@ -93,16 +99,6 @@ def video_line(video: dict[str, Any]) -> str:
             f"frames {video['size'][1]}x{video['size'][0]}): **{video['end_to_end_fps']:.2f} fps** end-to-end vs "
             f"{video['inference_only_fps']:.2f} fps inference-only ({100 * video['end_to_end_vs_inference']:.0f}%); "
             "busy seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in video["stage_busy_s"].items()) + ".")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def plot_latency(results: dict[str, Any], path: Path) -> None:
@@ -141,25 +137,23 @@ def write_outputs(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
     """results.json/.csv/.md and latency.png (skipped with a note when matplotlib is missing)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
-
-    def text(name: str, body: str) -> None:
-        _atomic_write(out_dir / name, lambda p: p.write_text(body))
-        written[name] = str(out_dir / name)
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(_row(r) for r in results["cases"])
     try:
-        _atomic_write(out_dir / "latency.png", lambda p: plot_latency(results, p))
+        with atomic_output(out_dir / "latency.png") as tmp:
+            plot_latency(results, tmp)
         written["latency.png"] = str(out_dir / "latency.png")
     except ImportError as e:
         results["notes"].append(f"latency.png not written: matplotlib is missing ({e})")
     except CgDeployError as e:
         results["notes"].append(f"latency.png not written: {e}")
-    text("results.csv", buf.getvalue())
-    text("results.md", to_markdown(results))
-    text("results.json", json.dumps(results, indent=1, default=str) + "\n")
+    for name, body in (("results.csv", buf.getvalue()), ("results.md", to_markdown(results))):
+        written[name] = str(write_text(out_dir / name, body))
+    # the round trip turns what scripts may add (Paths, numpy scalars) into text as before; write_json then
+    # writes strict JSON (inf/NaN as null)
+    written["results.json"] = str(write_json(out_dir / "results.json", json.loads(json.dumps(results, default=str))))
     return written
 
 

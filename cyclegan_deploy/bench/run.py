@@ -1,0 +1,256 @@
+"""Latency/throughput harness behind `cgdeploy bench`: every requested backend, size and batch on one model.
+
+How it measures (results.md repeats it so the numbers carry their method):
+- One seeded, image-like input per (size, batch); the same input for every backend. Sizes are rounded up
+  to the model's multiple (run_height/run_width) as the runtime's padding would.
+- `warmup` untimed calls (the first, which includes lazy compilation/engine builds, is reported as
+  first_call_ms), then timed calls until `repeats` samples or `max_seconds` (at least MIN_REPEATS samples).
+- Wall clock, time.perf_counter around `backend(x)`. Every backend's __call__ returns host numpy, so a GPU
+  call is synchronous and includes the host<->device copies (the cost the video pipeline pays); CUDA events
+  could not be taken through the Backend protocol and are not needed for that.
+- fps = batch / p50; speedup = fps / fps of the baseline spec at the same size (same batch, else batch 1).
+- Parity: frame 0 of every output against the reference spec (torch fp32 with a checkpoint, else
+  onnxruntime cpu) on the same frame, on the card's output range. Statistics, MACs and peaks: see metrics.
+A spec that cannot load or run stays in the results with status "unavailable: ..." or "failed: ...".
+The artifacts come from the caller (BenchConfig): this module never exports a graph or builds an engine.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyclegan_deploy.artifacts import read_card
+from cyclegan_deploy.bench.cases import MIN_REPEATS, SCHEMA, BenchConfig, CaseResult, Spec, parse_spec, status_of
+from cyclegan_deploy.bench.metrics import (
+    count_macs_onnx,
+    count_macs_torch,
+    latency_stats,
+    machine_info,
+    make_input,
+    parity_record,
+    peak_gflops,
+)
+from cyclegan_deploy.bench.timing import BenchBackend, Loader, Log, check_device, default_loader, run_size, timed
+from cyclegan_deploy.errors import CgDeployError, ConfigError
+from cyclegan_deploy.frames import padded_size
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _Model:
+    """Per-run-size caches shared by all cases: inputs, MAC counts, reference outputs."""
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self.inputs: dict[tuple[int, int, int], np.ndarray] = {}
+        self.macs: dict[tuple[int, int], dict[str, Any]] = {}
+        self.reference: dict[tuple[int, int], np.ndarray] = {}  # run size -> frame 0 of the output, (C, sH, sW)
+        self.reference_status = "not run"
+        self.meta: dict[str, Any] | None = None
+
+    def input(self, b: int, h: int, w: int) -> np.ndarray:
+        if (b, h, w) not in self.inputs:
+            self.inputs[(b, h, w)] = make_input(b, h, w, self.cfg.seed)
+        return self.inputs[(b, h, w)]
+
+    def count(self, h: int, w: int) -> dict[str, Any]:
+        """From the ONNX graph, else (no graph, or shapes it cannot infer statically) from the checkpoint."""
+        if (h, w) in self.macs:
+            return self.macs[(h, w)]
+        onnx, checkpoint = self.cfg.onnx, self.cfg.checkpoint
+        found: dict[str, Any] = {"macs": None, "macs_dense": None, "from": "unknown: needs --model or --checkpoint"}
+        if onnx is not None:
+            try:
+                found = {**count_macs_onnx(onnx, h, w), "from": "onnx"}
+            except Exception as e:
+                found["from"] = status_of(e)
+        if found["macs"] is None and checkpoint is not None:
+            try:
+                from cyclegan_deploy.train.checkpoints import load_generator  # torch only when counting needs it
+
+                model, _ = load_generator(checkpoint)
+                found = {**count_macs_torch(model, h, w), "from": "torch"}
+            except Exception as e:
+                found["from"] += f"; torch: {status_of(e)}"
+        self.macs[(h, w)] = found
+        return found
+
+    def compute_reference(self, loader: Loader, name: str, sizes: list[tuple[int, int]], log: Log) -> None:
+        try:
+            spec = parse_spec(name)
+            backend = loader(self.cfg.artifact(spec.artifact), spec, self.cfg.threads)
+            try:
+                for h, w in sizes:
+                    rh, rw = run_size(backend, h, w)
+                    if (rh, rw) not in self.reference:
+                        log(f"reference {name} at {rh}x{rw}")
+                        self.reference[(rh, rw)] = np.asarray(backend(self.input(1, rh, rw)))[0]
+            finally:
+                backend.close()
+            self.reference_status = f"ok: {getattr(backend, 'name', name)}"
+        except Exception as e:
+            self.reference_status = status_of(e)
+            log(f"reference {name}: {self.reference_status}")
+
+
+def _run_spec(cfg: BenchConfig, spec: Spec, cases: list[tuple[int, int, int]], model: _Model,
+              machine: dict[str, Any], loader: Loader, log: Log) -> list[CaseResult]:
+    records = [CaseResult.planned(spec, h, w, b) for h, w, b in cases]
+    try:
+        path = cfg.artifact(spec.artifact)
+        t = time.perf_counter()
+        backend = loader(path, spec, cfg.threads)
+        load_s = time.perf_counter() - t
+    except Exception as e:
+        for r in records:
+            r.status = status_of(e)
+        log(f"{spec.name}: {records[0].status}")
+        return records
+    try:
+        check_device(spec, backend)
+        if model.meta is None and getattr(backend, "meta", None) is not None:
+            model.meta = {k: v for k, v in vars(backend.meta).items() if k != "extra"}
+        for r in records:
+            _run_one(cfg, spec, backend, r, load_s, model, machine, log)
+    except Exception as e:
+        for r in records:
+            if r.status == "not run":
+                r.status = status_of(e)
+    finally:
+        backend.close()
+    return records
+
+
+def _run_one(cfg: BenchConfig, spec: Spec, backend: BenchBackend, r: CaseResult, load_s: float, model: _Model,
+             machine: dict[str, Any], log: Log) -> None:
+    rh, rw = run_size(backend, r.height, r.width)
+    b = r.batch
+    r.backend_name, r.run_height, r.run_width, r.load_s = backend.name, rh, rw, round(load_s, 3)
+    r.precision = str(getattr(backend, "precision", None) or spec.precision)
+    log(f"{spec.name} {rh}x{rw} batch {b}")
+    try:
+        y, first_ms, samples, truncated = timed(backend, model.input(b, rh, rw), cfg)
+    except Exception as e:
+        r.status = status_of(e)
+        log(f"  {r.status}")
+        return
+    stats = latency_stats(samples)
+    threads = getattr(backend, "threads", None)
+    if threads is None and spec.backend.startswith("torch") and "torch" in sys.modules:
+        threads = sys.modules["torch"].get_num_threads()  # a torch backend already imported it; never import here
+    r.status, r.first_call_ms, r.samples_ms, r.stats_ms, r.budget_truncated = "ok", first_ms, samples, stats, truncated
+    r.ms_per_frame, r.fps, r.threads = stats["p50"] / b, b * 1e3 / stats["p50"], threads or cfg.threads
+    macs = model.count(rh, rw)["macs"]
+    if macs:
+        r.macs_per_frame, r.gflops = macs, 2 * macs * b / (stats["p50"] * 1e-3) / 1e9
+        r.peak_gflops = peak_gflops(machine, spec.device, r.precision)
+        r.pct_peak = 100 * r.gflops / r.peak_gflops if r.peak_gflops else None
+    ref = model.reference.get((rh, rw))
+    if ref is not None:
+        fields = parity_record(ref, np.asarray(y)[0], backend.meta.output_range)
+        r.max_abs, r.psnr_db, r.max_u8 = fields["max_abs"], fields["psnr_db"], fields["max_u8"]
+
+
+def _speedups(records: list[CaseResult], baseline: str) -> None:
+    ok = {(r.backend, r.size, r.batch): r for r in records if r.ok}
+    for r in ok.values():
+        base = ok.get((baseline, r.size, r.batch)) or ok.get((baseline, r.size, 1))
+        if base is not None and r.fps is not None and base.fps:
+            r.speedup = r.fps / base.fps
+
+
+def _card_multiple(onnx: Path | None) -> int:
+    """The model's size multiple from the ONNX card; 4 (ResNet's) without one. Only names MAC-count sizes."""
+    try:
+        return read_card(onnx).multiple if onnx is not None else 4
+    except CgDeployError:
+        return 4
+
+
+def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr) -> dict[str, Any]:
+    """Run every (spec, size, batch) case; a spec that cannot load or run is reported with its status."""
+    loader = loader or default_loader
+    plan = cfg.plan()
+    if not plan:
+        raise ConfigError("nothing to benchmark: give at least one backend, size and batch size")
+    specs = {name: parse_spec(name) for name in dict.fromkeys(c[0] for c in plan)}  # unknown names fail fast
+    for _, h, w, b in plan:
+        if h < 2 or w < 2 or b < 1:
+            raise ConfigError(f"bad case {h}x{w} batch {b}: sizes must be at least 2x2 and batches at least 1")
+    machine = machine_info()
+    model = _Model(cfg)
+    reference = cfg.reference_spec
+    model.compute_reference(loader, reference, sorted({(h, w) for _, h, w, _ in plan}), log)
+    records: list[CaseResult] = []
+    for name, spec in specs.items():
+        cases = [(h, w, b) for s, h, w, b in plan if s == name]
+        records += _run_spec(cfg, spec, cases, model, machine, loader, log)
+    multiple = int((model.meta or {}).get("multiple") or _card_multiple(cfg.onnx))
+    for h, w in dict.fromkeys((h, w) for _, h, w, _ in plan):  # MACs for every size, even if no case ran
+        model.count(*padded_size(h, w, multiple))
+    baseline = cfg.baseline or reference
+    _speedups(records, baseline)
+    results: dict[str, Any] = {
+        "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
+        "machine": machine,
+        "settings": {"warmup": cfg.warmup, "repeats": cfg.repeats, "max_seconds": cfg.max_seconds,
+                     "min_repeats": MIN_REPEATS, "threads": cfg.threads, "seed": cfg.seed,
+                     "percentiles": "numpy.percentile method=linear", "timer": "time.perf_counter per call; "
+                     "host numpy in/out, so GPU calls are synchronous and include the copies"},
+        "model": {"artifacts": {k: str(v) if v else None for k, v in cfg.artifact_paths().items()},
+                  "card": model.meta, "macs": {f"{h}x{w}": v for (h, w), v in model.macs.items()}},
+        "reference": {"spec": reference, "status": model.reference_status}, "baseline": baseline,
+        "cases": [r.as_dict() for r in records], "video": None, "notes": list(cfg.notes),
+    }
+    if cfg.video is not None:
+        results["video"] = run_video(cfg, records, loader, log)
+    return results
+
+
+def run_video(cfg: BenchConfig, records: list[CaseResult], loader: Loader, log: Log) -> dict[str, Any]:
+    """Whole-pipeline fps (decode -> model -> encode, cyclegan_deploy.video) vs inference-only fps of the
+    same backend, batch and frame size measured in the same run, plus the per-stage busy times."""
+    assert cfg.video is not None  # run_bench calls this only with a clip
+    batch = cfg.batches[0]
+    ok = [r for r in records if r.ok and r.batch == batch]
+    # fastest = highest GFLOP/s, which compares cases measured at different sizes
+    name = cfg.video_backend or (max(ok, key=lambda r: r.gflops or 0.0).backend if ok
+                                 else cfg.reference or "onnxruntime")
+    result: dict[str, Any] = {"backend": name, "video": str(cfg.video), "batch": batch, "status": "not run"}
+    try:
+        from cyclegan_deploy.video import VideoOptions, probe_video, translate_video
+
+        spec = parse_spec(name)
+        info = probe_video(cfg.video)
+        backend = loader(cfg.artifact(spec.artifact), spec, cfg.threads)
+        try:
+            check_device(spec, backend)
+            rh, rw = run_size(backend, *info.display_size)
+            log(f"video: inference-only {spec.name} {rh}x{rw} batch {batch}")
+            _, _, samples, _ = timed(backend, make_input(batch, rh, rw, cfg.seed), cfg)
+            stats = latency_stats(samples)
+            log(f"video: end-to-end {cfg.video}")
+            dst = cfg.out_dir / "video_out.mp4"
+            report = translate_video(cfg.video, dst, backend,  # type: ignore[arg-type]
+                                     VideoOptions(batch=batch, progress=False))
+        finally:
+            backend.close()
+        infer_fps = batch * 1e3 / stats["p50"]
+        busy_infer = report.busy_s.get("inference", 0.0)
+        result.update(status="ok", backend_name=report.backend, frames=report.frames, size=list(report.size),
+                      run_size=[rh, rw], output=str(dst), wall_s=report.wall_s, end_to_end_fps=report.fps,
+                      inference_only_fps=infer_fps, inference_only_ms=stats,
+                      pipeline_inference_fps=report.frames / busy_infer if busy_infer else None,
+                      end_to_end_vs_inference=report.fps / infer_fps, stage_busy_s=report.busy_s,
+                      warnings=report.warnings)
+    except Exception as e:
+        result["status"] = status_of(e)
+    log(f"video: {result['status']}")
+    return result

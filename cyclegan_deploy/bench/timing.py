@@ -1,0 +1,84 @@
+"""Timing one backend on one input: the Backend shape the harness relies on, the loader, the timed loop.
+
+The loop is the method results.md describes (run.py's docstring): untimed warm-up, then perf_counter around
+each synchronous call until `repeats` samples or `max_seconds`; the output is checked once, after timing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from cyclegan_deploy.bench.cases import MIN_REPEATS, BenchConfig, Spec
+from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError
+from cyclegan_deploy.frames import padded_size
+from cyclegan_deploy.metadata import ModelMeta
+
+Log = Callable[[str], None]
+
+
+class BenchBackend(Protocol):
+    """What the harness needs of a backend (backends.Backend has it; the tests' fakes too)."""
+
+    name: str
+    meta: ModelMeta
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+Loader = Callable[[Path, Spec, "int | None"], BenchBackend]
+
+
+def default_loader(path: Path, spec: Spec, threads: int | None) -> BenchBackend:
+    from cyclegan_deploy.backends import load_backend
+
+    options = dict(spec.options)
+    if threads and spec.device == "cpu":
+        options.setdefault("threads", threads)
+    return load_backend(path, spec.backend, **options)
+
+
+def check_device(spec: Spec, backend: BenchBackend) -> None:
+    """The backends refuse a CUDA->CPU fallback themselves; this catches one that does not."""
+    name = str(getattr(backend, "name", "")).lower()
+    if spec.device == "cuda" and ("cpu" in name or not any(k in name for k in ("cuda", "trt", "tensorrt", "gpu"))):
+        raise BackendUnavailableError(f"{spec.name} asked for a GPU but the backend reports {name!r}; "
+                                      "not reporting a CPU run as a GPU result")
+
+
+def run_size(backend: BenchBackend, h: int, w: int) -> tuple[int, int]:
+    return padded_size(h, w, int(getattr(getattr(backend, "meta", None), "multiple", 1) or 1))
+
+
+def timed(backend: BenchBackend, x: np.ndarray, cfg: BenchConfig) -> tuple[np.ndarray, float, list[float], bool]:
+    """(last output, first-call ms, timed samples ms, stopped by the time budget)."""
+    t = time.perf_counter()
+    y = backend(x)
+    first_ms = (time.perf_counter() - t) * 1e3
+    start = time.perf_counter()
+    for _ in range(cfg.warmup - 1):
+        if time.perf_counter() - start > cfg.max_seconds / 2:
+            break
+        backend(x)
+    samples: list[float] = []
+    min_n = min(MIN_REPEATS, cfg.repeats)
+    start = time.perf_counter()
+    while len(samples) < cfg.repeats:
+        if len(samples) >= min_n and time.perf_counter() - start >= cfg.max_seconds:
+            break
+        t = time.perf_counter()
+        y = backend(x)
+        samples.append((time.perf_counter() - t) * 1e3)
+    y = np.asarray(y)
+    scale = int(getattr(getattr(backend, "meta", None), "scale", 1) or 1)  # super-resolution: s x the input
+    n, _, h, w = x.shape  # (N, C, H, W)
+    if y.ndim != 4 or y.shape[0] != n or y.shape[2:] != (scale * h, scale * w) or not np.all(np.isfinite(y)):
+        raise CgDeployError(f"bad output: shape {y.shape} for input {x.shape} at scale {scale} (expected "
+                            f"({n}, C, {scale * h}, {scale * w})), finite={bool(np.isfinite(y).all())}")
+    return y, first_ms, samples, len(samples) < cfg.repeats
