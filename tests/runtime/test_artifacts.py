@@ -199,6 +199,11 @@ def test_every_writer_honours_the_umask(umask_022, tmp_path: Path, tiny_resnet, 
 
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(out / "imgs" / "a.png")
         translate_images(out / "imgs", out / "imgs_out", backend)
+    from cyclegan_deploy.bench import BenchConfig, run_bench, write_outputs
+
+    results = run_bench(BenchConfig(out_dir=out / "bench", onnx=tiny_onnx, specs=["onnxruntime"], sizes=[(32, 32)],
+                                    warmup=1, repeats=3, max_seconds=1.0), log=lambda _: None)
+    write_outputs(results, out / "bench")
     try:
         from cyclegan_deploy.export.openvino import export_openvino
     except ImportError:
