@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 from cyclegan_deploy.errors import ConfigError
 from cyclegan_deploy.metadata import CARD_KEY, ModelMeta, canonical_precision
+from cyclegan_deploy.outputs import clean_stale_partials, temp_name
 
 
 @dataclass(frozen=True)
@@ -258,17 +259,13 @@ def commit(tmp: Path, path: Path, *, directory: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def temp_name(path: Path) -> str:
-    """Hidden, unique, keeps the real suffix (PyAV/PIL pick the format from it), says "partial" and whose."""
-    return f".{path.stem}.partial-{os.getpid()}-"
-
-
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only when the block finishes without error.
     The temp file is removed on any error, Ctrl-C included. Permissions follow the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_partials(path)
     fd, tmp = tempfile.mkstemp(prefix=temp_name(path), suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
@@ -284,6 +281,7 @@ def atomic_dir(path: Path, *, replace: bool = False) -> Iterator[Path]:
     removed first only with replace=True); removed on any error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_partials(path)
     tmp = Path(tempfile.mkdtemp(prefix=temp_name(path), dir=path.parent))
     try:
         yield tmp

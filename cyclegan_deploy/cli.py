@@ -1,10 +1,14 @@
 """The `cgdeploy` command line. Commands live in cyclegan_deploy/commands/ (one module per stage) and stay
-thin: parse -> config -> one library call. Typed errors become a one-line message and exit 1 here only.
+thin: parse -> config -> one library call. Here only: typed errors and OS errors become a one-line message
+and exit 1, usage errors exit 2, Ctrl-C 130 and SIGTERM 143 (SIGTERM is raised as an interrupt in the main
+thread, so every cleanup path Ctrl-C takes runs for it too: temp files removed, training checkpointed).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import typer
 
@@ -14,12 +18,29 @@ app = typer.Typer(name="cgdeploy", no_args_is_help=True, add_completion=False, p
                   help="Train, export and run CycleGAN / pix2pix generators fast.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: the built-in known-mapping data.")
 app.add_typer(data_app, name="data")
-_state = {"debug": False}
+def _hide_flag_types() -> None:
+    """typer 0.29 prints `<bool>` after every on/off flag in --help; a flag takes no value, so show none."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_cgdeploy", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._cgdeploy = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+_state: dict[str, bool] = {"debug": False, "terminated": False}
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
-    _state["debug"] = debug
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (anywhere on the "
+                                                          "command line).")) -> None:
+    _state["debug"] = _state["debug"] or debug
 
 
 def _register() -> None:
@@ -37,24 +58,50 @@ def _register() -> None:
 _register()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeouts, `docker stop`, systemd), delivered like Ctrl-C so the same cleanup runs."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _state["terminated"] = True
+    raise Terminated
+
+
+def _interrupted() -> int:
+    terminated = bool(_state.get("terminated"))
+    typer.secho("terminated (SIGTERM)" if terminated else "interrupted", err=True, fg="yellow")
+    return 143 if terminated else 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the app in typer's standalone mode (usage errors -> exit 2) and map our typed errors to exit 1."""
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[: args.index("--") if "--" in args else len(args)]:  # anywhere on the line
+        args.remove("--debug")
+        _state["debug"] = True
+    _state["terminated"] = False
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding app): leave SIGTERM alone
+        previous = None
     try:
         app(args, prog_name="cgdeploy")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if code == 130:  # typer turns Ctrl-C into a silent Exit(130)
-            typer.secho("interrupted", err=True, fg="yellow")
-        return code
-    except CgDeployError as e:
+        return _interrupted() if code == 130 else code  # typer turns an interrupt into a silent Exit(130)
+    except KeyboardInterrupt:
+        return _interrupted()
+    except (CgDeployError, OSError) as e:
         if _state["debug"]:
             raise
-        typer.secho(f"error: {e}", err=True, fg="red")
+        from cyclegan_deploy.outputs import os_error_message
+
+        text = os_error_message(e) if isinstance(e, OSError) else str(e)
+        typer.secho(f"error: {text}", err=True, fg="red")
         return 1
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True, fg="yellow")
-        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -42,5 +42,10 @@ class ShapeError(CgDeployError):
     """Input shape not supported by the model or the engine's optimization profile."""
 
 
+class OutputError(CgDeployError):
+    """An output cannot be written: it exists (no --force), is locked by another run, or the folder refuses
+    (permissions, read-only, disk full)."""
+
+
 class MediaError(CgDeployError):
     """A video/image input is missing, truncated or not decodable, or the output can't be written."""

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.artifacts import commit, ir_weights_path, read_card, sidecar_path, temp_name
+from cyclegan_deploy.artifacts import commit, ir_weights_path, read_card, sidecar_path
 from cyclegan_deploy.errors import BackendUnavailableError, ExportError
 from cyclegan_deploy.metadata import CARD_KEY, OPENVINO_NAMES, canonical_precision
+from cyclegan_deploy.outputs import temp_name
 
 
 def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "f32") -> Path:

@@ -1,4 +1,5 @@
-"""Model-selection options shared by `video`, `translate` and `bench` (one definition, one error text)."""
+"""Options shared by several commands (one definition, one error text): model selection for `video`,
+`translate` and `bench`, and --force, the one overwrite rule (outputs.refuse_existing)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ CHECKPOINT = typer.Option(None, "--checkpoint", help="Generator .pth (ours or th
 BACKEND = typer.Option("auto", "--backend",
                        help="auto | onnxruntime | openvino | torch | tensorrt (auto: chosen by the artifact).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda. Asking for cuda never falls back to cpu.")
+FORCE = typer.Option(False, "--force", help="Replace an existing output (refused otherwise).")
 PRECISION = typer.Option(None, "--precision",
                          help="Backend precision: fp32 | fp16 | bf16 (torch autocast, OpenVINO hint).")
 

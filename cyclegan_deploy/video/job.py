@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cyclegan_deploy.artifacts import commit, temp_name
+from cyclegan_deploy.artifacts import commit
 from cyclegan_deploy.errors import CgDeployError, ConfigError, MediaError, ShapeError
 from cyclegan_deploy.frames import crop, from_model, normalise_into, pad_to_multiple, to_model
+from cyclegan_deploy.outputs import temp_name
 from cyclegan_deploy.video.probe import VideoInfo, one_line, output_codec, probe_video
 from cyclegan_deploy.video.stages import StageRunner, watch
 from cyclegan_deploy.video.writer import AudioQueue, OutputPlan, VideoReport, Writer, check_output_path, plan_output
