@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,19 @@ def probe_openvino() -> list[dict[str, Any]]:
         return [{"backend": "openvino", "ok": False, "detail": f"not installed ({_short(e)})"}]
     core, (x, want) = ov.Core(), _probe_input()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    try:  # OpenVINO reads ONNX from a file; a temp folder that refuses writes fails this probe, not doctor
+        tmp_dir = tempfile.TemporaryDirectory(prefix="cgdeploy-doctor-")
+    except OSError as e:
+        where = e.filename or tempfile.gettempdir()
+        return [{"backend": "openvino", "ok": False, "detail": f"not probed: cannot write the probe model to "
+                 f"{where} ({e.strerror or e}); set TMPDIR to a writable folder"}]
+    with tmp_dir as tmp:
         path = Path(tmp) / "probe.onnx"
-        path.write_bytes(probe_onnx_model())
+        try:
+            path.write_bytes(probe_onnx_model())
+        except OSError as e:
+            return [{"backend": "openvino", "ok": False, "detail": f"not probed: cannot write {path} "
+                     f"({e.strerror or e}); set TMPDIR to a writable folder"}]
         model = core.read_model(str(path))
         for hint in ("auto", "f32", "bf16", "f16"):
             config = {} if hint == "auto" else {"INFERENCE_PRECISION_HINT": hint}
@@ -204,28 +215,61 @@ def collect(probe: bool = True) -> dict[str, Any]:
     return report
 
 
-def render(report: dict[str, Any]) -> None:
+def _loads(row: dict[str, Any]) -> str:
+    return "-" if row["ok"] is None else "yes" if row["ok"] else "no"
+
+
+def _backend_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(backend, loads, detail): the probes, or with --no-probe what is listed."""
+    if "probes" in report:
+        return [(row["backend"], _loads(row), row["detail"]) for row in report["probes"]]
+    return [(name, "no" if value.startswith(UNAVAILABLE) else "listed", value.removeprefix(UNAVAILABLE))
+            for name, value in report["backends"].items()]
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    cpu, gpus = report["cpu"], report["gpus"]
+    flags = " ".join(f"{k}{'+' if v else '-'}" for k, v in cpu["flags"].items())
+    return [f"Python {report['python']}  platform {report['platform']}",
+            f"CPU {cpu['model']}: {cpu['physical_cores']} physical cores, {cpu['logical_cpus']} logical; {flags}",
+            "GPU " + ("; ".join(" ".join(g.values()) for g in gpus) if gpus else "none (no nvidia-smi)")]
+
+
+def plain_lines(report: dict[str, Any]) -> list[str]:
+    """The report as plain aligned text: what is printed when stdout is not a terminal (nothing cut)."""
+    packages = [("package", "version"), *((n, v or "not installed") for n, v in report["packages"].items())]
+    backends = [("backend", "loads", "detail"), *_backend_rows(report)]
+    return [*_summary(report), "", "Packages", *_aligned(packages), "",
+            "Backends (probed by running a 1-node graph)" if "probes" in report else "Backends (listed, not probed)",
+            *_aligned(backends)]
+
+
+def render(report: dict[str, Any], console: Any = None) -> None:
+    """Tables on a terminal; plain aligned text when piped or redirected (no box drawing, no cut cells)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
-    cpu = report["cpu"]
-    flags = " ".join(f"{k}{'+' if v else '-'}" for k, v in cpu["flags"].items())
-    console.print(f"[bold]Python[/] {report['python']}  [bold]platform[/] {report['platform']}")
-    console.print(f"[bold]CPU[/] {cpu['model']}: {cpu['physical_cores']} physical cores, "
-                  f"{cpu['logical_cpus']} logical; {flags}")
-    gpus = report["gpus"]
-    console.print("[bold]GPU[/] " + ("; ".join(" ".join(g.values()) for g in gpus) if gpus else "none (no nvidia-smi)"))
+    console = console or Console()
+    if not console.is_terminal:
+        for line in plain_lines(report):
+            console.print(line, markup=False, highlight=False, crop=False, soft_wrap=True)
+        return
+    for line in _summary(report):
+        head, _, rest = line.partition(" ")
+        console.print(f"[bold]{head}[/] {escape(rest)}", highlight=False)
     packages = Table("package", "version", title="Packages")
     for name, version in report["packages"].items():
         packages.add_row(name, version or "[dim]not installed[/]")
     console.print(packages)
-    table = Table("backend", "loads", "detail", title="Backends (probed by running a 1-node graph)")
-    for row in report.get("probes", []):
-        loads = "-" if row["ok"] is None else "[green]yes[/]" if row["ok"] else "[red]no[/]"
-        table.add_row(row["backend"], loads, row["detail"])
-    if "probes" not in report:
-        for name, value in report["backends"].items():
-            ok = not value.startswith(UNAVAILABLE)
-            table.add_row(name, "[green]listed[/]" if ok else "[red]no[/]", value.removeprefix(UNAVAILABLE))
+    title = "Backends (probed by running a 1-node graph)" if "probes" in report else "Backends (listed, not probed)"
+    table = Table("backend", "loads", "detail", title=title)
+    colour = {"yes": "green", "listed": "green", "no": "red"}
+    for name, loads, detail in _backend_rows(report):
+        table.add_row(name, f"[{colour[loads]}]{loads}[/]" if loads in colour else loads, escape(detail))
     console.print(table)

@@ -1,6 +1,6 @@
-"""Outputs of `cgdeploy bench`: results.json (full samples + environment), results.csv, results.md,
-latency.png (matplotlib Agg, skipped with a note when matplotlib is missing) and the printed table (rich,
-plain markdown without it). Every file goes through cyclegan_deploy.artifacts' atomic writer.
+"""Outputs of `cgdeploy bench`: results.json (full samples + environment), results.csv, results.md and
+latency.png (matplotlib Agg, skipped with a note when matplotlib is missing), written as one set through
+cyclegan_deploy.artifacts' atomic writer; the rows of the printed table (table.py prints it).
 
 Everything here reads the results dict run_bench returns (cases as CaseResult.as_dict() rows): the scripts
 add their own keys to it and the files must stay readable by make_readme_perf.py without this package.
@@ -8,14 +8,17 @@ add their own keys to it and the files must stay readable by make_readme_perf.py
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from cyclegan_deploy.artifacts import atomic_output, write_json, write_text
-from cyclegan_deploy.errors import CgDeployError
+from cyclegan_deploy.artifacts import _finite as strict_json  # the one inf/NaN -> null rule of write_json
+from cyclegan_deploy.artifacts import atomic_output
+from cyclegan_deploy.errors import CgDeployError, OutputError
+from cyclegan_deploy.outputs import os_error_message
 
 CSV_FIELDS = ("backend", "backend_name", "device", "precision", "size", "run_height", "run_width", "batch",
               "status", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "n", "ms_per_frame", "fps",
@@ -44,13 +47,21 @@ def _sig(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def size_label(r: dict[str, Any]) -> str:
+    """The size as asked, and the size that ran when padding to the model's multiple changed it."""
+    ran = (r.get("run_height"), r.get("run_width"))
+    if ran[0] is None or ran == (r.get("height"), r.get("width")):
+        return str(r["size"])
+    return f"{r['size']} (run {ran[0]}x{ran[1]})"
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in results["cases"]:
         s = r.get("stats_ms") or {}
         psnr = "inf" if r.get("max_abs") == 0 else _fmt(r.get("psnr_db"))
         rows.append([str(r.get("backend_name") or r["backend"]) if r["status"] == "ok" else r["backend"],
-                     r["size"], str(r["batch"]), r["status"], _fmt(s.get("p50")), _fmt(s.get("p90")),
+                     size_label(r), str(r["batch"]), r["status"], _fmt(s.get("p50")), _fmt(s.get("p90")),
                      _fmt(s.get("p99")), _fmt(r.get("fps"), 2), _fmt(r.get("speedup"), 2) + ("x" if r.get("speedup")
                      else ""), _sig(r.get("gflops")), _fmt(r.get("pct_peak")), psnr,
                      _fmt(r.get("max_abs"), 6) if r.get("max_abs") is not None else "-"])
@@ -101,7 +112,7 @@ def video_line(video: dict[str, Any]) -> str:
             "busy seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in video["stage_busy_s"].items()) + ".")
 
 
-def plot_latency(results: dict[str, Any], path: Path) -> None:
+def plot_latency(results: dict[str, Any], path: Path | BinaryIO) -> None:
     """Horizontal bars: p50 ms per frame by backend, one panel per size, log scale, p90 as a tick."""
     import matplotlib
 
@@ -112,9 +123,9 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
     sizes = list(dict.fromkeys(r["size"] for r in ok))
     if not sizes:
         raise CgDeployError("no successful case to plot")
-    fig, axes = plt.subplots(len(sizes), 1, figsize=(8, 1.2 + 0.38 * max(len([r for r in ok if r["size"] == s])
-                                                                         for s in sizes) * len(sizes)),
-                             squeeze=False)
+    bars = max(len([r for r in ok if r["size"] == s]) for s in sizes)
+    # each panel needs room for its title and axis label (~1 inch) besides its bars, or tight_layout gives up
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(8, (1.0 + 0.38 * bars) * len(sizes)), squeeze=False)
     for ax, size in zip(axes[:, 0], sizes, strict=True):
         rows = sorted((r for r in ok if r["size"] == size), key=lambda r: -r["ms_per_frame"])
         labels = [f"{r['backend_name'] or r['backend']} b{r['batch']}" for r in rows]
@@ -127,57 +138,44 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlim(right=max(p90 + p50) * 3)  # room for the value labels
         ax.set_xlabel("ms per frame (log scale)", fontsize=8)
-        ax.set_title(f"{size}: latency per frame (ms, p50 bar, p90 tick)", fontsize=10)
+        ax.set_title(f"{size_label(rows[0])}: latency per frame (ms, p50 bar, p90 tick)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
 def write_outputs(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
-    """results.json/.csv/.md and latency.png (skipped with a note when matplotlib is missing)."""
+    """results.json/.csv/.md and latency.png (skipped with a note when matplotlib is missing), as one set:
+    every file is written to its temp name first and all are renamed only when all were written, so a full
+    disk or a Ctrl-C leaves no partial set (nor temp files) beside an older complete one."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(_row(r) for r in results["cases"])
+    bodies: dict[str, bytes] = {}
+    png = io.BytesIO()
     try:
-        with atomic_output(out_dir / "latency.png") as tmp:
-            plot_latency(results, tmp)
-        written["latency.png"] = str(out_dir / "latency.png")
+        plot_latency(results, png)
+        bodies["latency.png"] = png.getvalue()
     except ImportError as e:
         results["notes"].append(f"latency.png not written: matplotlib is missing ({e})")
     except CgDeployError as e:
         results["notes"].append(f"latency.png not written: {e}")
-    for name, body in (("results.csv", buf.getvalue()), ("results.md", to_markdown(results))):
-        written[name] = str(write_text(out_dir / name, body))
-    # the round trip turns what scripts may add (Paths, numpy scalars) into text as before; write_json then
-    # writes strict JSON (inf/NaN as null)
-    written["results.json"] = str(write_json(out_dir / "results.json", json.loads(json.dumps(results, default=str))))
-    return written
-
-
-def print_table(results: dict[str, Any]) -> None:
-    """rich table when rich is installed, the markdown table otherwise."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_row(r) for r in results["cases"])
+    bodies["results.csv"] = buf.getvalue().encode()
+    bodies["results.md"] = to_markdown(results).encode()
+    # the round trip turns what scripts may add (Paths, numpy scalars) into text as before; then strict JSON
+    # (inf/NaN as null), as artifacts.write_json writes it
+    data = strict_json(json.loads(json.dumps(results, default=str)))
+    bodies["results.json"] = (json.dumps(data, indent=2, allow_nan=False) + "\n").encode()
+    name = ""
     try:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-    except ImportError:
-        print(to_markdown(results))
-        return
-    table = Table(title="cgdeploy bench")
-    for head in TABLE_HEAD:
-        table.add_column(head, justify="left" if head in ("backend", "status", "size") else "right")
-    problems: dict[str, str] = {}
-    for row in table_rows(results):
-        if row[3] != "ok":  # the full reason once per backend below the table, not in a wrapped cell
-            problems.setdefault(row[0], row[3])
-            row[3] = row[3].split(":")[0]
-        table.add_row(*row, style=None if row[3] == "ok" else "yellow")
-    console = Console()
-    console.print(table)
-    for backend, status in problems.items():
-        console.print(f"[yellow]{escape(backend)}[/yellow]: {escape(status)}", highlight=False)
-    if results.get("video"):
-        console.print(escape(video_line(results["video"]).replace("**", "")), highlight=False)
+        with contextlib.ExitStack() as stack:  # leaving it renames every temp file onto its name
+            for name, body in bodies.items():
+                stack.enter_context(atomic_output(out_dir / name)).write_bytes(body)
+    except OSError as e:  # name the file the user asked for, not its temp name
+        final = e.filename2 if e.filename2 else out_dir / name
+        raise OutputError(os_error_message(OSError(e.errno, e.strerror, str(final)))) from e
+    if "latency.png" not in bodies:  # a --force run must not leave the previous run's plot beside its results
+        (out_dir / "latency.png").unlink(missing_ok=True)
+    return {name: str(out_dir / name) for name in bodies}

@@ -1,8 +1,8 @@
 """Latency/throughput harness behind `cgdeploy bench`: every requested backend, size and batch on one model.
 
 How it measures (results.md repeats it so the numbers carry their method):
-- One seeded, image-like input per (size, batch); the same input for every backend. Sizes are rounded up
-  to the model's multiple (run_height/run_width) as the runtime's padding would.
+- One seeded, image-like input per (size, batch); the same input for every backend. Sizes are raised to the
+  model's smallest input and rounded up to its multiple (run_height/run_width) as the runtime pads frames.
 - `warmup` untimed calls (the first, which includes lazy compilation/engine builds, is reported as
   first_call_ms), then timed calls until `repeats` samples or `max_seconds` (at least MIN_REPEATS samples).
 - Wall clock, time.perf_counter around `backend(x)`. Every backend's __call__ returns host numpy, so a GPU
@@ -12,6 +12,8 @@ How it measures (results.md repeats it so the numbers carry their method):
 - Parity: frame 0 of every output against the reference spec (torch fp32 with a checkpoint, else
   onnxruntime cpu) on the same frame, on the card's output range. Statistics, MACs and peaks: see metrics.
 A spec that cannot load or run stays in the results with status "unavailable: ..." or "failed: ...".
+Before anything is allocated, limits.preflight refuses cases whose memory estimate exceeds what is available
+and a --video clip that does not decode.
 The artifacts come from the caller (BenchConfig): this module never exports a graph or builds an engine.
 """
 
@@ -19,13 +21,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.artifacts import read_card
 from cyclegan_deploy.bench.cases import MIN_REPEATS, SCHEMA, BenchConfig, CaseResult, Spec, parse_spec, status_of
+from cyclegan_deploy.bench.limits import preflight, run_size
 from cyclegan_deploy.bench.metrics import (
     count_macs_onnx,
     count_macs_torch,
@@ -35,9 +36,9 @@ from cyclegan_deploy.bench.metrics import (
     parity_record,
     peak_gflops,
 )
-from cyclegan_deploy.bench.timing import BenchBackend, Loader, Log, check_device, default_loader, run_size, timed
-from cyclegan_deploy.errors import CgDeployError, ConfigError
-from cyclegan_deploy.frames import padded_size
+from cyclegan_deploy.bench.timing import BenchBackend, Loader, Log, check_device, default_loader, timed
+from cyclegan_deploy.bench.timing import run_size as backend_run_size
+from cyclegan_deploy.errors import ConfigError
 
 
 def _stderr(text: str) -> None:
@@ -88,7 +89,7 @@ class _Model:
             backend = loader(self.cfg.artifact(spec.artifact), spec, self.cfg.threads)
             try:
                 for h, w in sizes:
-                    rh, rw = run_size(backend, h, w)
+                    rh, rw = backend_run_size(backend, h, w)
                     if (rh, rw) not in self.reference:
                         log(f"reference {name} at {rh}x{rw}")
                         self.reference[(rh, rw)] = np.asarray(backend(self.input(1, rh, rw)))[0]
@@ -130,7 +131,7 @@ def _run_spec(cfg: BenchConfig, spec: Spec, cases: list[tuple[int, int, int]], m
 
 def _run_one(cfg: BenchConfig, spec: Spec, backend: BenchBackend, r: CaseResult, load_s: float, model: _Model,
              machine: dict[str, Any], log: Log) -> None:
-    rh, rw = run_size(backend, r.height, r.width)
+    rh, rw = backend_run_size(backend, r.height, r.width)
     b = r.batch
     r.backend_name, r.run_height, r.run_width, r.load_s = backend.name, rh, rw, round(load_s, 3)
     r.precision = str(getattr(backend, "precision", None) or spec.precision)
@@ -166,14 +167,6 @@ def _speedups(records: list[CaseResult], baseline: str) -> None:
             r.speedup = r.fps / base.fps
 
 
-def _card_multiple(onnx: Path | None) -> int:
-    """The model's size multiple from the ONNX card; 4 (ResNet's) without one. Only names MAC-count sizes."""
-    try:
-        return read_card(onnx).multiple if onnx is not None else 4
-    except CgDeployError:
-        return 4
-
-
 def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr) -> dict[str, Any]:
     """Run every (spec, size, batch) case; a spec that cannot load or run is reported with its status."""
     loader = loader or default_loader
@@ -184,6 +177,7 @@ def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr
     for _, h, w, b in plan:
         if h < 2 or w < 2 or b < 1:
             raise ConfigError(f"bad case {h}x{w} batch {b}: sizes must be at least 2x2 and batches at least 1")
+    checked = preflight(cfg, plan)  # memory and the clip: refused before any allocation
     machine = machine_info()
     model = _Model(cfg)
     reference = cfg.reference_spec
@@ -192,9 +186,8 @@ def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr
     for name, spec in specs.items():
         cases = [(h, w, b) for s, h, w, b in plan if s == name]
         records += _run_spec(cfg, spec, cases, model, machine, loader, log)
-    multiple = int((model.meta or {}).get("multiple") or _card_multiple(cfg.onnx))
     for h, w in dict.fromkeys((h, w) for _, h, w, _ in plan):  # MACs for every size, even if no case ran
-        model.count(*padded_size(h, w, multiple))
+        model.count(*run_size(checked["card"], h, w))
     baseline = cfg.baseline or reference
     _speedups(records, baseline)
     results: dict[str, Any] = {
@@ -207,7 +200,7 @@ def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr
         "model": {"artifacts": {k: str(v) if v else None for k, v in cfg.artifact_paths().items()},
                   "card": model.meta, "macs": {f"{h}x{w}": v for (h, w), v in model.macs.items()}},
         "reference": {"spec": reference, "status": model.reference_status}, "baseline": baseline,
-        "cases": [r.as_dict() for r in records], "video": None, "notes": list(cfg.notes),
+        "cases": [r.as_dict() for r in records], "video": None, "notes": [*cfg.notes, *checked["notes"]],
     }
     if cfg.video is not None:
         results["video"] = run_video(cfg, records, loader, log)
@@ -232,7 +225,7 @@ def run_video(cfg: BenchConfig, records: list[CaseResult], loader: Loader, log: 
         backend = loader(cfg.artifact(spec.artifact), spec, cfg.threads)
         try:
             check_device(spec, backend)
-            rh, rw = run_size(backend, *info.display_size)
+            rh, rw = backend_run_size(backend, *info.display_size)
             log(f"video: inference-only {spec.name} {rh}x{rw} batch {batch}")
             _, _, samples, _ = timed(backend, make_input(batch, rh, rw, cfg.seed), cfg)
             stats = latency_stats(samples)

@@ -13,9 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
+from cyclegan_deploy.bench import limits
 from cyclegan_deploy.bench.cases import MIN_REPEATS, BenchConfig, Spec
 from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError
-from cyclegan_deploy.frames import padded_size
 from cyclegan_deploy.metadata import ModelMeta
 
 Log = Callable[[str], None]
@@ -53,7 +53,9 @@ def check_device(spec: Spec, backend: BenchBackend) -> None:
 
 
 def run_size(backend: BenchBackend, h: int, w: int) -> tuple[int, int]:
-    return padded_size(h, w, int(getattr(getattr(backend, "meta", None), "multiple", 1) or 1))
+    """The size an (H, W) case runs at on this backend's model (limits.run_size)."""
+    meta = getattr(backend, "meta", None)
+    return (h, w) if meta is None else limits.run_size(meta, h, w)
 
 
 def timed(backend: BenchBackend, x: np.ndarray, cfg: BenchConfig) -> tuple[np.ndarray, float, list[float], bool]:

@@ -6,20 +6,26 @@ backends need and were not given (the ONNX without --model, the FP16 graph of th
 without --fp16-model) are made from the checkpoint (or the FP16 graph from --model) into RESULTS/artifacts
 here, through the export stage, before the bench runs: the runtime bench never imports the export stage. So
 `cgdeploy bench --checkpoint G.pth -o out` alone compares torch, ONNX Runtime and OpenVINO.
+
+Before anything runs: sizes, memory and a --video clip are checked (bench.limits), an existing results.json
+is refused without --force, and the folder is proven writable and locked for the run. A failed --video makes
+the command exit 1 after the inference results are written, as a run where no backend ran does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from cyclegan_deploy.commands.options import CHECKPOINT, ENGINE, MODEL
+from cyclegan_deploy.commands.options import CHECKPOINT, ENGINE, FORCE, MODEL
 from cyclegan_deploy.errors import CgDeployError, ConfigError
+from cyclegan_deploy.outputs import check_writable, locked, refuse_existing
 
 if TYPE_CHECKING:
     from cyclegan_deploy.bench import BenchConfig
@@ -79,6 +85,28 @@ def make_graphs_for(cfg: BenchConfig, echo: Callable[[str], None]) -> BenchConfi
         onnx_fp16=made.get("onnx-fp16") if "onnx-fp16" in want else cfg.onnx_fp16)
 
 
+@contextlib.contextmanager
+def _results_folder(out: Path, force: bool) -> Iterator[None]:
+    """The results folder for one run: proven writable before any case runs, locked for the run (a second
+    bench to the same -o is refused), and removed again when this run created it and fails before its results
+    are written (everything in it is then this run's: exported graphs, a half-made video)."""
+    created = not out.exists()
+    held = False
+    try:
+        check_writable(out)
+        with locked(out):
+            held = True
+            refuse_existing(out / "results.json", force)  # another run may have finished while we waited
+            yield
+    except BaseException:
+        if created and held:
+            shutil.rmtree(out, ignore_errors=True)
+        elif created:  # not ours to empty (another run holds it): only the empty folder check_writable made
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
 def register(app: typer.Typer, *sub: typer.Typer) -> None:
     @app.command("bench")
     def bench(
@@ -112,9 +140,11 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                                                                   "(end-to-end fps vs inference-only, per stage)."),
         video_backend: str | None = typer.Option(None, "--video-backend",
                                                  help="Spec for --video (default: the fastest that ran)."),
+        force: bool = FORCE,
     ) -> None:
         """Compare backends: p50/p90/p99 latency, fps, GFLOP/s and % of peak, parity vs torch fp32."""
         from cyclegan_deploy.bench import BenchConfig, default_specs, print_table, run_bench, write_outputs
+        from cyclegan_deploy.bench.limits import preflight
         from cyclegan_deploy.frames import parse_size
 
         given = {"--engine": engine, "--model": model, "--checkpoint": checkpoint, "--fp16-model": fp16_model,
@@ -124,16 +154,25 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         for flag, path in given.items():
             if path is not None and not path.exists():
                 raise ConfigError(f"{path}: no such file (from {flag}); check the path")
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out}: is a file; -o takes the results folder, choose another -o")
+        refuse_existing(out / "results.json", force)
         specs = (default_specs(checkpoint, model, engine, gpu=shutil.which("nvidia-smi") is not None)
                  if backends.strip() == "auto" else _split(backends))
         cfg = BenchConfig(out_dir=out, specs=specs, sizes=[parse_size(s, option="--sizes") for s in _split(sizes)],
                           batches=_ints(batch, "--batch"), checkpoint=checkpoint, onnx=model, onnx_fp16=fp16_model,
                           engine=engine, warmup=warmup, repeats=repeats, max_seconds=max_seconds, threads=threads,
                           reference=reference, baseline=baseline, video=video, video_backend=video_backend)
-        cfg = make_graphs_for(cfg, echo=lambda text: typer.echo(text, err=True))
-        results = run_bench(cfg)
-        written = write_outputs(results, out)
+        cfg.needed_artifacts()  # unknown backend names fail here, before anything is made
+        preflight(cfg)  # sizes, memory and the clip, before the folder is touched (run_bench checks again)
+        with _results_folder(out, force):
+            cfg = make_graphs_for(cfg, echo=lambda text: typer.echo(text, err=True))
+            results = run_bench(cfg)
+            written = write_outputs(results, out)
         print_table(results)
         typer.echo("wrote " + ", ".join(written.values()))
         if not any(r["status"] == "ok" for r in results["cases"]):
             raise CgDeployError(f"no backend ran; the reasons are in {out / 'results.md'}")
+        if results.get("video") and results["video"]["status"] != "ok":
+            raise CgDeployError(f"{video}: the video benchmark did not run ({results['video']['status']}); the "
+                                f"other results are in {out / 'results.md'}")

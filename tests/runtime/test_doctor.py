@@ -76,3 +76,52 @@ def test_doctor_cli_json_and_table(capsys) -> None:
     assert main(["doctor", "--no-probe"]) == 0
     out = capsys.readouterr().out
     assert "Backends" in out and "onnxruntime" in out
+
+
+BOX = set("┏━┃│┡╇└┛┓┗┳┻╋")
+
+
+def test_doctor_piped_output_is_plain_and_uncut(report: dict[str, Any], capsys) -> None:
+    """Not a terminal (capsys): aligned plain text, one line per probe with its whole detail."""
+    doctor.render(report)
+    out = capsys.readouterr().out
+    assert not BOX & set(out) and "…" not in out
+    lines = out.splitlines()
+    for row in report["probes"]:
+        assert any(line.startswith(row["backend"] + " ") and line.rstrip().endswith(row["detail"]) for line in lines)
+    for name, version in report["packages"].items():
+        assert any(line.split() == [name, *(version or "not installed").split()] for line in lines)
+
+
+def test_doctor_terminal_tables_cut_nothing(report: dict[str, Any]) -> None:
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    doctor.render(report, Console(file=buf, width=80, force_terminal=True, color_system=None))
+    text = buf.getvalue()
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
+    assert all(row["backend"] in text for row in report["probes"])
+
+
+def test_doctor_with_an_unwritable_temp_folder(monkeypatch, tmp_path, capsys) -> None:
+    """The OpenVINO probe writes its model to a temp file: a temp folder refusing writes fails that probe
+    with the folder named, never doctor itself."""
+    pytest.importorskip("openvino")
+    import errno
+    import tempfile
+
+    from faults import refuse_writes
+
+    from cyclegan_deploy.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    refuse_writes(monkeypatch, tmp_path, errno.EACCES)
+    (row,) = doctor.probe_openvino()
+    assert row["ok"] is False and str(tmp_path) in row["detail"] and "TMPDIR" in row["detail"]
+    assert main(["doctor", "--json"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert "Traceback" not in captured.err and list(tmp_path.iterdir()) == []
+    assert any(r["backend"] == "openvino" and r["ok"] is False for r in data["probes"])
