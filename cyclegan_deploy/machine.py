@@ -1,4 +1,5 @@
-"""The one reader of /proc/cpuinfo and installed package versions (doctor, bench, backends, benchmarks)."""
+"""The one reader of /proc/cpuinfo, /proc/meminfo (and the cgroup memory limit) and installed package versions
+(doctor, bench, backends, benchmarks; images and video size their batches by available_memory)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,31 @@ def package_version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable from /proc/meminfo, lowered to what a cgroup
+    (container) limit leaves; None when neither can be read (then callers skip their memory checks)."""
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # v2
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",  # v1
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < 1 << 60:  # v1 writes "no limit" as ~2**63
+            found.append(max(0, limit - usage))
+    return min(found) if found else None

@@ -3,21 +3,31 @@
 Frames are procedural (a drifting colour gradient, a moving disc and stripes) so they compress like
 real footage, not like noise, and cost no download. Written with PyAV: h264/yuv420p + AAC in .mp4 by
 default; odd sizes, NTSC rates, variable frame rate and display-matrix rotation on request, so the tests
-can make every kind of clip a phone or an editor produces.
+can make every kind of clip a phone or an editor produces. Like every output: sizes that cannot fit in memory
+are refused before anything is written, an existing clip only replaced with force, the output locked
+against a second run, and a failed run leaves neither a temp file nor a folder it created.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cyclegan_deploy import machine
 from cyclegan_deploy.artifacts import atomic_output
 from cyclegan_deploy.errors import ConfigError, MediaError
+from cyclegan_deploy.frames import gib, missing_dirs, remove_empty_dirs
+from cyclegan_deploy.outputs import check_writable, locked, os_error_message, refuse_existing
 
 AUDIO_RATE = 48000
+# memory per pixel of one frame: the float32 drawing and its temporaries (~60 B), the encoder's frames in
+# flight (x264 lookahead and references, ~60 frames of 1.5-3 B), with a margin
+BYTES_PER_PIXEL = 300
 
 
 def parse_rate(rate: str | int | float | Fraction) -> Fraction:
@@ -64,14 +74,15 @@ def frame_times(frames: int, rate: Fraction, vfr: bool) -> list[Fraction]:
 def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, int] = (256, 256),
                       fps: str | int | float | Fraction = 30, vfr: bool = False, audio: str | None = "aac",
                       rotation: int = 0, codec: str = "libx264", pix_fmt: str | None = None, crf: int = 18,
-                      seed: int = 0, time_base: Fraction | None = None) -> Path:
+                      seed: int = 0, time_base: Fraction | None = None, force: bool = True) -> Path:
     """Write a procedural clip (H, W = size as displayed) with a sine-tone audio track; returns the path.
 
     rotation: display-matrix rotation in degrees counter-clockwise (as VideoFrame.rotation reads it back;
     a phone held upright writes -90); like a camera, the coded pixels are stored rotated the other way, so
     the clip *displays* sample_frame(i, H, W) upright and its coded size is W x H for +-90.
     pix_fmt None: yuv420p, or yuv444p for odd sizes with x264/x265 (4:2:0 H.264/HEVC cannot code odd
-    sizes). audio: an encoder name (aac, libopus, ...) or None.
+    sizes). audio: an encoder name (aac, libopus, ...) or None. force: replace an existing file (the library
+    default; `cgdeploy data sample-video` passes --force and refuses otherwise).
     """
     import av
 
@@ -88,8 +99,12 @@ def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, in
     # VFR needs a fine clock: 1/90000 (MPEG's) represents every duration used here exactly
     tb = time_base or (Fraction(1, 90000) if vfr else 1 / rate)
     times = frame_times(frames, rate, vfr)
+    free, need = machine.available_memory(), BYTES_PER_PIXEL * height * width
+    if free is not None and need > free:
+        raise ConfigError(f"--size {height}x{width}: a sample clip that size needs ~{gib(need)} GiB, {gib(free)} GiB "
+                          "available; choose a smaller --size")
     try:
-        with atomic_output(path) as tmp, av.open(str(tmp), "w") as out:
+        with _guarded(path, force), atomic_output(path) as tmp, av.open(str(tmp), "w") as out:
             vs: Any = out.add_stream(codec, rate=rate)
             vs.width, vs.height, vs.pix_fmt = coded_w, coded_h, pix_fmt
             vs.codec_context.time_base = tb
@@ -114,10 +129,29 @@ def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, in
             if aus is not None:
                 total = times[-1] + (1 + (frames - 1) % 3 if vfr else 1) / rate if frames else Fraction(0)
                 _write_tone(out, aus, float(total))
-    except (ValueError, OSError) as e:  # PyAV: unknown container/codec option; a file in the folder's way
-        raise MediaError(f"{path}: cannot write the sample clip ({e}); use an .mp4/.mkv path in a writable "
-                         "folder") from e
+    except OSError as e:  # a full disk, no permission: named as the clip, not its temp file
+        raise MediaError(os_error_message(OSError(e.errno, e.strerror), path) if e.errno else
+                         f"{path}: cannot write the sample clip ({e}); use an .mp4/.mkv path in a writable folder"
+                         ) from e
+    except ValueError as e:  # PyAV: unknown container/codec option
+        raise MediaError(f"{path}: cannot write the sample clip ({e}); use an .mp4/.mkv path") from e
     return path
+
+
+@contextlib.contextmanager
+def _guarded(path: Path, force: bool) -> Iterator[None]:
+    """The output rules around writing `path`: existing refused unless force (checked again under the lock),
+    the folder proven writable, and the folders made for it removed again if the write fails."""
+    refuse_existing(path, force)
+    created = missing_dirs(path.parent)
+    try:
+        check_writable(path.parent)
+        with locked(path):
+            refuse_existing(path, force)
+            yield
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
 
 
 def _write_tone(out: Any, stream: Any, seconds: float) -> None:

@@ -1,5 +1,6 @@
 """`cgdeploy video`, `cgdeploy translate` and `cgdeploy data sample-video`: thin wrappers over video.py,
 images.py and sample_media.py. PyAV, numpy-heavy modules and the backends are imported inside the bodies.
+Each passes --force (the one overwrite rule) and the model file (named in messages) to the library call.
 """
 
 from __future__ import annotations
@@ -9,7 +10,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cyclegan_deploy.commands.options import BACKEND, CHECKPOINT, DEVICE, ENGINE, MODEL, PRECISION, resolve_artifact
+from cyclegan_deploy.commands.options import (
+    BACKEND,
+    CHECKPOINT,
+    DEVICE,
+    ENGINE,
+    FORCE,
+    MODEL,
+    PRECISION,
+    resolve_artifact,
+)
+from cyclegan_deploy.errors import CheckpointError
 from cyclegan_deploy.frames import parse_size
 
 if TYPE_CHECKING:
@@ -17,7 +28,8 @@ if TYPE_CHECKING:
 
 BATCH = typer.Option(4, "--batch", min=1, help="Frames per backend call.")
 SIZE = typer.Option(None, "--size", help="Resize (upright) frames to HEIGHTxWIDTH before the model, e.g. 360x640; "
-                                         "the output has that size.")
+                                         "the output has that size. Summaries print sizes HxW too.")
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (on a terminal only).")
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for the backend (default: physical cores).")
 
 
@@ -25,12 +37,15 @@ def _size(text: str | None) -> tuple[int, int] | None:
     return None if text is None else parse_size(text, "--size")
 
 
-def _open_backend(engine: Path | None, model: Path | None, checkpoint: Path | None, backend: str, device: str,
-                  precision: str | None, threads: int | None) -> Backend:
+def _open_backend(artifact: Path, backend: str, device: str, precision: str | None, threads: int | None) -> Backend:
     from cyclegan_deploy.backends import load_backend
 
-    artifact = resolve_artifact(engine, model, checkpoint)
-    return load_backend(artifact, backend=backend, device=device, precision=precision, threads=threads)
+    try:
+        return load_backend(artifact, backend=backend, device=device, precision=precision, threads=threads)
+    except CheckpointError as e:  # the checkpoint reader names what it found; the file is named here
+        if str(artifact) in str(e):
+            raise
+        raise CheckpointError(f"{artifact}: not a 3-channel image generator ({e})") from e
 
 
 def _data_group(app: typer.Typer) -> typer.Typer | None:
@@ -68,15 +83,17 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         size: str | None = SIZE,
         threads: int | None = THREADS,
         no_audio: bool = typer.Option(False, "--no-audio", help="Drop the audio instead of copying it."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+        progress: bool = PROGRESS,
+        force: bool = FORCE,
     ) -> None:
         """Translate every frame of a video; keeps frame count, timing, size, rotation (upright) and audio."""
         from cyclegan_deploy.video import VideoOptions, translate_video
 
+        artifact = resolve_artifact(engine, model, checkpoint)
         opts = VideoOptions(batch=batch, side_by_side=side_by_side, start=start, duration=duration, crf=crf,
                             codec=codec, preset=preset, pix_fmt=pix_fmt, size=_size(size), audio=not no_audio,
-                            progress=progress)
-        with _open_backend(engine, model, checkpoint, backend, device, precision, threads) as be:
+                            progress=progress, force=force, model=artifact)
+        with _open_backend(artifact, backend, device, precision, threads) as be:
             report = translate_video(src, output, be, opts)
         typer.echo(report.summary())
 
@@ -93,12 +110,17 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         batch: int = BATCH,
         size: str | None = SIZE,
         threads: int | None = THREADS,
+        progress: bool = PROGRESS,
+        force: bool = typer.Option(False, "--force", help="Replace output files that already exist (otherwise the "
+                                                          "run is refused before any work, naming them)."),
     ) -> None:
-        """Translate images (same size out as in); unreadable files are listed and skipped."""
+        """Translate images (same size out as in); unreadable, too large files are listed and skipped."""
         from cyclegan_deploy.images import translate_images
 
-        with _open_backend(engine, model, checkpoint, backend, device, precision, threads) as be:
-            report = translate_images(src, output, be, batch=batch, size=_size(size))
+        artifact = resolve_artifact(engine, model, checkpoint)
+        with _open_backend(artifact, backend, device, precision, threads) as be:
+            report = translate_images(src, output, be, batch=batch, size=_size(size), force=force,
+                                      progress=progress, model=artifact)
         typer.echo(report.summary())
 
     data = _data_group(app)
@@ -109,16 +131,18 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
     def sample_video(
         out: Path = typer.Argument(..., help="Output clip (.mp4 recommended)."),
         frames: int = typer.Option(90, "--frames", min=1, help="Number of frames."),
-        size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH."),
+        size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH (summaries print HxW too)."),
         fps: str = typer.Option("30", "--fps", help="Frame rate, e.g. 30, 25 or 30000/1001."),
         audio: bool = typer.Option(True, "--audio/--no-audio", help="Add an AAC tone track."),
         rotation: int = typer.Option(0, "--rotation", help="Display-matrix rotation in degrees (phone portrait: "
                                                            "-90)."),
+        force: bool = FORCE,
     ) -> None:
         """Write a procedural test clip with audio (no download), e.g. for `cgdeploy video`."""
         from cyclegan_deploy.sample_media import make_sample_video
 
         hw = parse_size(size, "--size")
         path = make_sample_video(out, frames=frames, size=hw, fps=fps, audio="aac" if audio else None,
-                                 rotation=rotation)
-        typer.echo(f"wrote {path}: {frames} frames {hw[1]}x{hw[0]} @ {fps} fps" + (" with AAC audio" if audio else ""))
+                                 rotation=rotation, force=force)
+        typer.echo(f"wrote {path}: {frames} frames {hw[0]}x{hw[1]} (HxW) @ {fps} fps"
+                   + (" with AAC audio" if audio else ""))

@@ -25,8 +25,18 @@ What is kept from the input, and how:
   input's colour space, primaries and transfer (limited range), so HD BT.709 clips keep their colours.
 - Other streams (subtitles, data) are not copied. MKV output of a clip whose audio starts before 0 (AAC
   priming) shifts all timestamps by that amount (Matroska has no negative times); MP4/MOV keep them.
-- The output is written to a hidden "partial" file beside it and renamed only when complete; any error
-  or Ctrl-C removes it.
+- The output is written to a hidden "partial" file beside it and renamed only when complete; any error,
+  Ctrl-C or SIGTERM removes it, and a later run removes those of runs that were killed outright.
+- Frames smaller than the model can take (a ResNet needs 8x8: frames.min_size) are padded up to it and
+  cropped back, so a 2x2 clip runs.
+
+Refused before the output side is touched (one line each, naming the file): an image given as the video
+(`cgdeploy translate` takes those), a model whose card is not 3 -> 3 channels, an --pix-fmt the encoder
+does not take or an unknown x264/x265 --preset, an existing output without force (checked again under the
+output's lock, so two runs to one file never both succeed), and a frame size whose pipeline cannot fit in
+the available memory even one frame at a time (--batch is lowered to what fits, and to the clip's frames).
+While running: a model output that is not (N, 3, scale*H, scale*W) or holds NaN/Inf stops the run naming
+the model file and the frames; a full disk or a refused write is named as the output file.
 """
 
 from cyclegan_deploy.video.job import VideoOptions, VideoReport, translate_video

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -26,12 +26,36 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cyclegan_deploy.artifacts import commit
-from cyclegan_deploy.errors import CgDeployError, ConfigError, MediaError, ShapeError
-from cyclegan_deploy.frames import crop, from_model, normalise_into, pad_to_multiple, to_model
-from cyclegan_deploy.outputs import temp_name
-from cyclegan_deploy.video.probe import VideoInfo, one_line, output_codec, probe_video
+from cyclegan_deploy.errors import CgDeployError, ConfigError, MediaError
+from cyclegan_deploy.frames import (
+    all_finite,
+    check_generator,
+    check_output,
+    crop,
+    from_model,
+    missing_dirs,
+    model_label,
+    non_finite_error,
+    normalise_into,
+    pad_to_model,
+    remove_empty_dirs,
+    run_failure,
+    shape_text,
+    to_model,
+)
+from cyclegan_deploy.outputs import check_writable, clean_stale_partials, locked, refuse_existing, temp_name
+from cyclegan_deploy.video.probe import VideoInfo, check_encoder_options, one_line, output_codec, probe_video
 from cyclegan_deploy.video.stages import StageRunner, watch
-from cyclegan_deploy.video.writer import AudioQueue, OutputPlan, VideoReport, Writer, check_output_path, plan_output
+from cyclegan_deploy.video.writer import (
+    AudioQueue,
+    OutputPlan,
+    VideoReport,
+    Writer,
+    check_output_path,
+    fit_batch,
+    output_error,
+    plan_output,
+)
 
 if TYPE_CHECKING:
     from cyclegan_deploy.backends import Backend
@@ -52,16 +76,21 @@ class VideoOptions:
     pix_fmt: str | None = None  # None: yuv420p, yuv444p for odd sizes with h264/hevc (see the package doc)
     size: tuple[int, int] | None = None  # (H, W) to resize (upright) frames to before the model
     audio: bool = True
-    progress: bool = True
+    progress: bool = True  # shown on a terminal only
     queue_batches: int = 2  # batches in flight between two stages: enough to hide jitter, bounded memory
+    # an existing output is replaced. The library default, for the benchmarks that rerun into one file;
+    # `cgdeploy video` passes --force (the one overwrite rule: refused otherwise)
+    force: bool = True
+    model: Path | None = None  # the model file, named in messages (default: what the backend knows)
 
 
 @dataclass
 class _Batch:
     frames: list[Any]  # decoded av.VideoFrames (then, after postprocess, the ones to encode)
     pts: list[int]  # output pts, in the input stream's time base
+    first: int = 0  # index of its first frame in the output (for messages)
     rgb: np.ndarray | None = None  # (batch, H, W, 3) uint8 upright model input; rows past len(pts) repeat
-    tensor: np.ndarray | None = None  # (batch, 3, H', W') float32, padded to the card's multiple
+    tensor: np.ndarray | None = None  # (batch, 3, H', W') float32, padded for the model (frames.model_size)
     out: np.ndarray | None = None  # (batch, 3, scale*H', scale*W') float32 from the backend
 
 
@@ -83,6 +112,8 @@ class _Job:
         self.origin = Fraction(max(info.start, 0.0)).limit_denominator(10**6) + Fraction(str(opts.start))
         self.end = self.origin + Fraction(str(opts.duration)) if opts.duration is not None else None
         self.audio: AudioQueue = deque()  # filled by the decode thread, emptied by the writer's
+        self.label = model_label(backend, opts.model)
+        self.good_calls = 0  # backend calls that returned a valid batch (a failure before any is the model's)
         self.decoded = 0
         self.no_pts = 0  # frames without a timestamp (raw .h264 streams): spaced at the stream's rate
 
@@ -127,7 +158,7 @@ class _Job:
                         batch.pts.append(fpts - shift)
                         if len(batch.pts) == n:
                             yield batch
-                            batch = _Batch([], [])
+                            batch = _Batch([], [], batch.first + n)
                     if video_done and all(audio_done.values()):
                         break
             except av.error.FFmpegError as e:
@@ -179,7 +210,7 @@ class _Job:
         if self.plan.padded == self.plan.model_in:  # no padding: normalise straight into the batch tensor
             normalise_into(b.rgb[i].transpose(2, 0, 1), b.tensor[i], self.in_range)
         else:
-            b.tensor[i] = pad_to_multiple(to_model(b.rgb[i], self.in_range), self.plan.multiple)[0]
+            b.tensor[i] = pad_to_model(to_model(b.rgb[i], self.in_range), self.plan.padded)[0]
 
     def preprocess(self, b: _Batch) -> _Batch:
         n, count = self.opts.batch, len(b.pts)
@@ -193,19 +224,17 @@ class _Job:
 
     def infer(self, b: _Batch) -> _Batch:
         assert b.tensor is not None
-        name, s = self.backend.name, self.plan.scale
+        name, meta, shape = self.backend.name, self.backend.meta, b.tensor.shape
         try:
             out = self.backend(b.tensor)
         except CgDeployError as e:
-            raise type(e)(f"{self.info.path}: {name} on a {_shape(b.tensor)} batch: {e}") from e
-        except Exception as e:  # runtime errors (shape outside an engine profile, out of memory...)
-            raise ShapeError(f"{self.info.path}: {name} failed on a {_shape(b.tensor)} batch "
-                             f"({one_line(e)}); try a smaller --batch or --size HxW") from e
-        n, c, h, w = b.tensor.shape
-        if out.shape != (n, c, h * s, w * s):
-            at = "the same size" if s == 1 else f"{s} x the size (its card's scale)"
-            raise ShapeError(f"{name} returned {_shape(out)} for a {_shape(b.tensor)} batch; the model must map "
-                             f"3 channels to 3 at {at} (is it a generator, and does its card match it?)")
+            raise type(e)(f"{self.label}: {name} on a {shape_text(shape)} batch: {e}") from e
+        except Exception as e:  # runtime errors: a graph that is no generator, out of memory...
+            raise run_failure(e, self.label, name, shape, self.good_calls) from e
+        check_output(out, shape, meta, self.label, name)
+        if not all_finite(out[: len(b.pts)]):
+            raise non_finite_error(self.label, f"frames {b.first + 1}-{b.first + len(b.pts)} of {self.info.path}")
+        self.good_calls += 1
         b.out, b.tensor = out, None
         return b
 
@@ -239,24 +268,47 @@ class _Job:
         return b
 
 
-def _shape(a: np.ndarray) -> str:
-    return "x".join(map(str, a.shape))
-
-
 def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: VideoOptions | None = None
                     ) -> VideoReport:
-    """Translate every frame of `src` with `backend` into `dst` (see the package doc for what is kept)."""
+    """Translate every frame of `src` with `backend` into `dst` (see the package doc for what is kept).
+
+    Everything that can be refused is refused before the output side is touched: options, the input, the
+    output path (and an existing output unless opts.force), the model's card, the encoder's options, the
+    memory the frame size needs. Then the output folder is created and proven writable, the output is locked
+    against a second run, and a failed run removes the folders it created.
+    """
     src, dst, opts = Path(src), Path(dst), opts or VideoOptions()
     _check_options(opts)
     info = probe_video(src)  # before touching the output side: a bad input must not create folders
     check_output_path(src, dst)
+    refuse_existing(dst, opts.force)
     if info.duration is not None and opts.start >= info.duration:
         raise ConfigError(f"--start {opts.start}: {src} is only {info.duration:.2f}s long")
     meta = backend.meta
-    if meta.input_nc != 3 or meta.output_nc != 3:
-        raise ConfigError(f"{meta.source or backend.name}: the model maps {meta.input_nc} to {meta.output_nc} "
-                          "channels; video needs an RGB (3 -> 3 channel) generator")
-    plan = plan_output(info, meta, output_codec(opts.codec, dst), opts.size, opts.side_by_side, opts.pix_fmt)
+    check_generator(meta, model_label(backend, opts.model), "video")
+    encoder = output_codec(opts.codec, dst)
+    check_encoder_options(encoder, opts.pix_fmt, opts.preset)
+    plan = plan_output(info, meta, encoder, opts.size, opts.side_by_side, opts.pix_fmt)
+    batch, warning = fit_batch(info, plan, meta, getattr(backend, "device", "cpu"), opts.batch, opts.queue_batches,
+                               _expected_frames(info, opts), opts.size is not None)
+    opts = replace(opts, batch=batch)
+    created = missing_dirs(dst.parent)
+    try:
+        check_writable(dst.parent)
+        with locked(dst):
+            refuse_existing(dst, opts.force)  # again, under the lock: a run that just finished wrote it
+            clean_stale_partials(dst)  # temp files of runs that were killed
+            report = _run(info, dst, backend, opts, plan)
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
+    if warning:
+        report.warnings.insert(0, warning)
+    return report
+
+
+def _run(info: VideoInfo, dst: Path, backend: Backend, opts: VideoOptions, plan: OutputPlan) -> VideoReport:
+    src = info.path
     pool = ThreadPoolExecutor(max(1, min(opts.batch, os.cpu_count() or 1, 8)), thread_name_prefix="cgdeploy-frames")
     job = _Job(info, backend, opts, plan, pool)
     runner = StageRunner(opts.queue_batches, thread_prefix="cgdeploy-")
@@ -288,6 +340,8 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
         ok = True
     except (CgDeployError, KeyboardInterrupt):
         raise
+    except OSError as e:  # the disk filled up, the folder went away...: named as the output, not its temp file
+        raise output_error(e, dst) from e
     except Exception as e:  # codec/muxer failures surface as av errors
         raise MediaError(f"{dst}: writing the video failed ({type(e).__name__}: {one_line(e)})") from e
     finally:

@@ -14,6 +14,8 @@ CODECS = {"h264": "libx264", "avc": "libx264", "x264": "libx264", "hevc": "libx2
 # AVColorSpace (what frames carry) -> swscale matrix (what reformat takes); unknown ones stay swscale's 601
 SWS_COLORSPACE = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
 _X26X = ("libx264", "libx265")  # the encoders whose 4:2:0 profiles cannot code an odd width or height
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 
 
 @dataclass
@@ -68,6 +70,9 @@ def probe_video(path: str | Path) -> VideoInfo:
         with av.open(str(path)) as c:
             if not c.streams.video:
                 raise MediaError(f"{path}: has no video stream (audio-only or not a video); pass a video file")
+            if c.format.name == "image2" or c.format.name.endswith("_pipe"):  # FFmpeg's still-image readers
+                raise MediaError(f"{path}: is an image ({c.format.name.removesuffix('_pipe')}), not a video; "
+                                 f"translate images with `cgdeploy translate {path} -o OUT_DIR`")
             vs = c.streams.video[0]
             first = next(iter(c.decode(vs)), None)
             if first is None:
@@ -113,3 +118,16 @@ def pick_pix_fmt(encoder: str, height: int, width: int, asked: str | None) -> tu
         return ("yuv444p" if odd else "yuv420p"), False
     formats = [f.name for f in (av.Codec(encoder, "w").video_formats or [])]
     return ("yuv420p" if not formats or "yuv420p" in formats else formats[0]), False
+
+
+def check_encoder_options(encoder: str, pix_fmt: str | None, preset: str | None) -> None:
+    """--pix-fmt must be one the encoder takes and --preset one x264/x265 know: checked before any work, so a
+    typo is named as the option it is (not reported later as a container problem)."""
+    import av
+
+    if pix_fmt:
+        formats = [f.name for f in (av.Codec(encoder, "w").video_formats or [])]
+        if formats and pix_fmt not in formats:
+            raise ConfigError(f"--pix-fmt {pix_fmt}: {encoder} does not take it; use one of {', '.join(formats)}")
+    if preset and encoder in _X26X and preset not in X26X_PRESETS:
+        raise ConfigError(f"--preset {preset}: not a {encoder} preset; use one of {', '.join(X26X_PRESETS)}")

@@ -140,14 +140,16 @@ class StageRunner:
 def watch(runner: StageRunner, label: str, total: int | None, done: Callable[[], int], *, unit: str = "items",
           rate_unit: str = "items/s", show: bool = True) -> None:
     """In the calling thread: a progress bar of done() out of total until the stages end. Keeping the caller
-    here (not blocked in a join) is what lets Ctrl-C land promptly."""
+    here (not blocked in a join) is what lets Ctrl-C land promptly. The bar goes to stderr, and only when that
+    is a terminal: in a log or a pipe it would be one more line next to an error message."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                TextColumn(f"{{task.fields[rate]:.1f}} {rate_unit}"), TimeRemainingColumn())
     start = time.perf_counter()
-    with Progress(*columns, console=Console(stderr=True), disable=not show, transient=False) as bar:
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, disable=not (show and console.is_terminal), transient=False) as bar:
         task = bar.add_task(label, total=total, rate=0.0)
         while not runner.wait(0.1):
             elapsed, n = time.perf_counter() - start, done()

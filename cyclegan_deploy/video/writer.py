@@ -1,6 +1,7 @@
-"""The output side: the plan of every output size and format (made once, before any thread starts), the
-checks on the output path, the writer that encodes frames and interleaves the copied audio packets, and
-the report of what was written."""
+"""The output side: the plan of every output size and format (made once, before any thread starts), the batch
+that fits the clip and the memory, the checks on the output path, the writer that encodes frames and
+interleaves the copied audio packets, and the report of what was written. Sizes are (H, W) and are printed
+HxW, the order --size takes them."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from cyclegan_deploy.errors import ConfigError, MediaError
-from cyclegan_deploy.frames import padded_size
+from cyclegan_deploy import machine
+from cyclegan_deploy.errors import ConfigError, MediaError, OutputError
+from cyclegan_deploy.frames import bytes_per_pixel, gib, model_size
 from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.outputs import os_error_message
 from cyclegan_deploy.video.probe import SWS_COLORSPACE, VideoInfo, one_line, pick_pix_fmt
 
 AudioQueue = deque[tuple[float, int, Any]]  # (time in s from the output's start, input stream index, packet)
@@ -27,7 +30,7 @@ class OutputPlan:
     display: tuple[int, int]  # the input as a player shows it
     model_in: tuple[int, int]  # what each frame is resized to for the model: --size, else display
     multiple: int  # the card's: the model takes multiples of it
-    padded: tuple[int, int]  # model_in reflect-padded to the multiple: the batch tensor's H, W
+    padded: tuple[int, int]  # model_in padded to the multiple and the model's minimum: the batch tensor's H, W
     scale: int  # the card's: the model returns (scale x padded), cropped back to scale x model_in
     translated: tuple[int, int]  # one translated frame: scale x model_in
     canvas: tuple[int, int]  # translated, twice as wide with --side-by-side (input half resized to match)
@@ -71,7 +74,7 @@ class VideoReport:
         infer = self.busy_s.get("inference", 0.0)
         turn = {90: "90 deg counter-clockwise", 180: "180 deg", 270: "90 deg clockwise"}.get(self.rotation, "")
         rotated = f", turned {turn} to upright (display matrix)" if turn else ""
-        lines = [f"wrote {self.dst}: {self.frames} frames {w}x{h} @ {float(self.rate):.3f} fps, {self.codec} "
+        lines = [f"wrote {self.dst}: {self.frames} frames {h}x{w} (HxW) @ {float(self.rate):.3f} fps, {self.codec} "
                  f"{self.pix_fmt}, audio: {audio}{rotated}",
                  f"{self.wall_s:.2f}s = {self.fps:.2f} fps end-to-end with {self.backend} batch {self.batch}, "
                  f"model busy {infer / self.wall_s if self.wall_s else 0:.0%} of the time; stage busy: {busy}"]
@@ -93,26 +96,56 @@ def plan_output(info: VideoInfo, meta: ModelMeta, encoder: str, size: tuple[int,
     cs = SWS_COLORSPACE.get(info.colorspace)
     # RGB -> YUV with the input's matrix (HD clips: BT.709), limited range: what the stream is tagged with
     reformat = (("format", fmt), ("dst_color_range", "MPEG"), *((("dst_colorspace", cs),) if cs else ()))
-    return OutputPlan(info.display_size, model_in, multiple, padded_size(*model_in, multiple), scale, translated,
+    return OutputPlan(info.display_size, model_in, multiple, model_size(*model_in, meta), scale, translated,
                       canvas, pad_even, (canvas[0] + pad_even[0], canvas[1] + pad_even[1]), encoder, fmt, time_base,
                       reformat)
 
 
+def fit_batch(info: VideoInfo, plan: OutputPlan, meta: ModelMeta, device: str, batch: int, depth: int,
+              frames: int | None, size_given: bool) -> tuple[int, str | None]:
+    """The batch to run: at most the clip's frames, and what the memory holds: every frame in flight (decoded,
+    model input, tensors, output frames) in each of the pipeline's queues (depth + 1 batches per stage
+    boundary), plus the model's own memory. Refuses, with the numbers, a size that cannot run even one frame at a
+    time. Returns (batch, warning or None)."""
+    if frames:
+        batch = min(batch, frames)
+    (h, w), (ph, pw), (ch, cw) = plan.model_in, plan.padded, plan.frame
+    pipeline = 3 * info.width * info.height + 3 * h * w + 4 * 3 * ph * pw * (1 + plan.scale ** 2) + 2 * 3 * ch * cw
+    per_frame = (depth + 1) * pipeline + bytes_per_pixel(meta, device) * ph * pw
+    free = machine.available_memory()
+    if free is None:
+        return batch, None
+    if per_frame > free:
+        what = f"--size {h}x{w}" if size_given else f"{info.path}: its {h}x{w} (HxW) frames"
+        fix = "choose a smaller --size" if size_given else "shrink them with --size HxW"
+        raise ConfigError(f"{what}: translating needs ~{gib(per_frame)} GiB even one frame at a time, "
+                          f"{gib(free)} GiB available; {fix}, or free memory")
+    fits = max(1, int(free * 0.9) // per_frame)
+    if batch > fits:
+        return fits, (f"--batch {batch} lowered to {fits}: ~{gib(per_frame)} GiB per frame in flight, "
+                      f"{gib(free)} GiB available")
+    return batch, None
+
+
 def check_output_path(src: Path, dst: Path) -> None:
-    """Refuse outputs that cannot or must not be written; create the output folder."""
+    """Refuse outputs that cannot or must not be written (nothing is created here)."""
     if dst.exists() and dst.is_dir():
         raise ConfigError(f"{dst}: is a folder; give the output video's file name, e.g. {dst / 'out.mp4'}")
     if src.exists() and (dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst))):
         raise ConfigError(f"{dst}: output is the input file; choose another output name")
     if not dst.suffix:
         raise ConfigError(f"{dst}: no file extension to choose the container from; use .mp4, .mkv, .mov or .webm")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        why = "a file is in the way" if isinstance(e, FileExistsError | NotADirectoryError) else e.strerror
-        raise MediaError(f"{dst.parent}: cannot create the output folder ({why}); choose another -o") from e
-    if not os.access(dst.parent, os.W_OK):
-        raise MediaError(f"{dst.parent}: output folder is not writable; choose another -o")
+    blocker = next((p for p in dst.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise MediaError(f"{dst.parent}: cannot create the output folder (a file is in the way: {blocker}); "
+                         "choose another -o")
+
+
+def output_error(e: BaseException, dst: Path) -> OutputError | MediaError:
+    """An error from writing the output as one line naming `dst` (not its temp name)."""
+    if isinstance(e, OSError) and e.errno:
+        return OutputError(os_error_message(OSError(e.errno, e.strerror), dst))
+    return MediaError(f"{dst}: cannot write the output ({one_line(e)})")
 
 
 class Writer:
@@ -130,7 +163,7 @@ class Writer:
             raise ConfigError(f"{dst}: cannot tell the container from the extension; use .mp4, .mkv, "
                               ".mov or .webm") from e
         except Exception as e:
-            raise MediaError(f"{dst}: cannot write the output ({one_line(e)})") from e
+            raise output_error(e, dst) from e
         try:
             self.vs = self._video_stream(crf, preset)
             self.audio_map: dict[int, Any] = {}

@@ -8,7 +8,19 @@ import numpy as np
 import pytest
 
 from cyclegan_deploy.errors import ShapeError
-from cyclegan_deploy.frames import crop, from_model, pad_to_multiple, padded_size, resize_frames, to_model
+from cyclegan_deploy.frames import (
+    all_finite,
+    crop,
+    from_model,
+    min_size,
+    model_size,
+    pad_to_model,
+    pad_to_multiple,
+    padded_size,
+    resize_frames,
+    to_model,
+)
+from cyclegan_deploy.metadata import ModelMeta
 
 
 def ref_to_model(frames: np.ndarray) -> np.ndarray:
@@ -144,3 +156,39 @@ def test_resize_frames_shape_and_constant_image() -> None:
     assert out.shape == (2, 7, 5, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, 77)  # any interpolation keeps a constant image constant
     assert resize_frames(frames, 10, 14) is frames
+
+
+def test_min_size_follows_the_architecture() -> None:
+    """ResNet: two stride-2 halvings then ReflectionPad(1), which needs 2 pixels: H/4 >= 2 -> 8 at multiple 4.
+    A U-Net's bottleneck is 1x1 by design: its multiple."""
+    assert min_size(ModelMeta(arch="resnet_9blocks", family="resnet", multiple=4)) == 8
+    assert min_size(ModelMeta(arch="resnet_9blocks", multiple=4)) == 8  # cards without a family
+    assert min_size(ModelMeta(arch="unet_256", family="unet", multiple=256)) == 256
+    meta = ModelMeta(arch="resnet_2blocks", multiple=4)
+    assert model_size(2, 2, meta) == (8, 8) and model_size(1, 13, meta) == (8, 16)
+    assert model_size(9, 20, meta) == (12, 20)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 5), (2, 2), (3, 7), (5, 1)])
+def test_pad_to_model_reflects_or_repeats_and_crop_undoes_it(rng: np.random.Generator, hw: tuple[int, int]) -> None:
+    batch = rng.standard_normal((2, 3, *hw)).astype(np.float32)
+    out = pad_to_model(batch, (8, 8))
+    assert out.shape == (2, 3, 8, 8)
+    np.testing.assert_array_equal(crop(out, *hw), batch)
+    h, w = hw
+    if h >= 2 and w >= 2:  # reflected, as the loop reference does it (repeatedly for pads beyond the frame)
+        np.testing.assert_array_equal(out, ref_pad(batch, 8))
+    if h == 1:  # one row: repeated
+        assert (out[:, :, 1:, :w] == out[:, :, :1, :w]).all()
+    assert pad_to_model(out, (8, 8)) is out
+
+
+def test_all_finite() -> None:
+    a = np.zeros((2, 3, 4, 4), np.float32)
+    assert all_finite(a)
+    a[1, 2, 3, 3] = np.nan
+    assert not all_finite(a)
+    a[1, 2, 3, 3] = np.inf
+    assert not all_finite(a)
+    big = np.full((4, 3, 8, 8), 3e38, np.float32)  # finite, but its sum overflows: confirmed element-wise
+    assert all_finite(big)

@@ -161,3 +161,17 @@ def test_cli_translate(tmp_path, tiny_onnx, capsys):
     assert rc == 0 and "translated 1 image(s), skipped 1" in captured.out and "b.png" in captured.out
     rc = main(["translate", str(src / "b.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_onnx)])
     assert rc == 1 and capsys.readouterr().err.startswith("error: ")
+
+
+def test_two_inputs_for_one_output_name_are_not_overwritten(tmp_path):
+    """pic.gif is written as pic.png: with a pic.png beside it, the GIF is skipped and listed, not written
+    over the PNG's output (or the PNG over the GIF's)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(rgb_image(8, 8, 11)).save(src / "pic.png")
+    Image.fromarray(rgb_image(8, 8, 12)).convert("P", palette=Image.ADAPTIVE).save(src / "pic.gif")
+    report = translate_images(src, tmp_path / "out", PixelModel())
+    assert report.written == [tmp_path / "out" / "pic.png"]
+    assert [(p.name, "same output name" in why) for p, why in report.skipped] == [("pic.gif", True)]
+    with Image.open(tmp_path / "out" / "pic.png") as im:
+        assert np.array_equal(np.asarray(im), expected(PixelModel(), rgb_image(8, 8, 11)))

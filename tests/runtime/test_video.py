@@ -341,7 +341,7 @@ def test_cli_video_with_real_backend(clips, tmp_path, tiny_onnx, capsys):
     rc = main(["video", str(clips["rotated"]), "-o", str(dst), "--model", str(tiny_onnx), "--batch", "2",
                "--no-progress", "--duration", "0.2"])
     assert rc == 0, capsys.readouterr().err
-    assert "6 frames 48x64" in capsys.readouterr().out
+    assert "6 frames 64x48 (HxW)" in capsys.readouterr().out  # sizes print HxW, the order --size takes
     assert decode(dst)[1].shape == (6, 64, 48, 3)
     rc = main(["video", str(tmp_path / "missing.mp4"), "-o", str(dst), "--model", str(tiny_onnx)])
     err = capsys.readouterr().err
@@ -486,3 +486,24 @@ def test_stage_runner_is_generic_and_stops_on_first_error():
     assert isinstance(runner.error, ValueError) and str(runner.error) == "third item" and not runner.alive()
     # items before the failure may or may not have reached the sink; none after it, and the source stopped
     assert seen == list(range(len(seen))) and len(seen) <= 3 and len(produced) < 20
+
+
+def test_non_finite_batch_stops_the_run_naming_model_and_frames(clips, tmp_path):
+    """A Backend whose second call returns NaN (an fp16 overflow on some frames): the run stops at that batch
+    naming the model and the frames, instead of encoding black frames; nothing is left behind."""
+    from cyclegan_deploy.errors import CgDeployError
+
+    class GoesNaN(CardBackend):
+        path = tmp_path / "model.onnx"
+
+        def _run(self, batch: np.ndarray) -> np.ndarray:
+            out = super()._run(batch)
+            return out * np.nan if len(self.batches) == 2 else out
+
+    dst = tmp_path / "out.mp4"
+    with pytest.raises(CgDeployError) as err:
+        translate_video(clips["even"], dst, GoesNaN(), VideoOptions(progress=False, batch=4))
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'model.onnx'}: ") and "NaN/Inf" in message and "frames 5-8" in message
+    assert len(message.splitlines()) == 1
+    assert not dst.exists() and leftovers(tmp_path) == [] and _no_stage_threads()
