@@ -247,16 +247,27 @@ def onnx_metadata(path: Path) -> dict[str, str]:
 # ---- the one atomic writer ----------------------------------------------------------------------------------
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it (os.umask(0) then back would, for an instant, make files
+    other threads create world-writable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc (not Linux): the classic dance, restored at once
     os.umask(mask)
     return mask
 
 
 def commit(tmp: Path, path: Path, *, directory: bool = False) -> None:
     """Give `tmp` the permissions a plain open() would have (mkstemp/mkdtemp make 0600/0700) and rename it
-    onto `path` in one step."""
-    os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
-    os.replace(tmp, path)
+    onto `path` in one step. An OSError names `path` (the user's file), not the temp name."""
+    try:
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 @contextlib.contextmanager
@@ -307,14 +318,15 @@ def write_bytes(path: Path, data: bytes | memoryview) -> Path:
 
 def write_json(path: Path, data: Any) -> Path:
     """Strict JSON: inf/NaN (not JSON) are written as null."""
-    return write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """`value` with every inf/NaN float replaced by None (JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

@@ -30,6 +30,10 @@ class ParityError(CgDeployError):
     """A candidate artifact's outputs differ from the reference beyond tolerance."""
 
 
+class ModelError(CgDeployError):
+    """A model returned unusable output (NaN/Inf, wrong shape) or is not the kind of model the command needs."""
+
+
 class BackendUnavailableError(CgDeployError):
     """The requested backend/provider/device cannot be used here (never silently replaced)."""
 

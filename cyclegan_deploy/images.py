@@ -29,25 +29,18 @@ from cyclegan_deploy import machine
 from cyclegan_deploy.artifacts import atomic_output
 from cyclegan_deploy.backends.base import Backend
 from cyclegan_deploy.errors import CgDeployError, ConfigError, MediaError, OutputError
-from cyclegan_deploy.frames import (
+from cyclegan_deploy.frames import crop, from_model, model_size, pad_to_model, resize_frames, to_model
+from cyclegan_deploy.machine import gib
+from cyclegan_deploy.model_checks import (
     all_finite,
     bytes_per_pixel,
     check_generator,
     check_output,
-    crop,
-    from_model,
-    gib,
-    missing_dirs,
     model_label,
-    model_size,
     non_finite_error,
-    pad_to_model,
-    remove_empty_dirs,
-    resize_frames,
     run_failure,
-    to_model,
 )
-from cyclegan_deploy.outputs import check_writable, locked, os_error_message
+from cyclegan_deploy.outputs import check_writable, locked, missing_dirs, os_error_message, remove_empty_dirs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")

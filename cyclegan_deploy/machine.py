@@ -86,3 +86,10 @@ def available_memory() -> int | None:
         if limit is not None and usage is not None and limit < 1 << 60:  # v1 writes "no limit" as ~2**63
             found.append(max(0, limit - usage))
     return min(found) if found else None
+
+
+GIB = 1 << 30
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.1f}" if n >= GIB / 10 else f"{n / GIB:.2f}"

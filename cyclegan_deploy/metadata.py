@@ -27,11 +27,17 @@ OPENVINO_NAMES = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 REFERENCE_RANGE = (-1.0, 1.0)  # CycleGAN/pix2pix: (x/255 - 0.5)/0.5 in, the inverse out
 
 
-def canonical_precision(text: str, allowed: tuple[str, ...] = PRECISIONS, what: str = "--precision") -> str:
-    """'f32' -> 'fp32', 'f16' -> 'fp16'...; ConfigError naming the allowed values otherwise."""
-    name = PRECISION_ALIASES.get(str(text).strip().lower())
+def canonical_precision(text: str, allowed: tuple[str, ...] = PRECISIONS, what: str = "--precision",
+                        auto: bool = False) -> str:
+    """'f32' -> 'fp32', 'F16' -> 'fp16'...; with auto=True also 'auto' (the runtime picks); ConfigError naming
+    the allowed values otherwise."""
+    key = str(text).strip().lower()
+    if auto and key == "auto":
+        return "auto"
+    name = PRECISION_ALIASES.get(key)
     if name is None or name not in allowed:
-        raise ConfigError(f"{what} {text!r}: use one of {', '.join(allowed)}")
+        choices = ", ".join(allowed) + (" or auto" if auto else "")
+        raise ConfigError(f"{what} {text!r}: use {choices}")
     return name
 
 

@@ -21,8 +21,15 @@ import numpy as np
 from cyclegan_deploy import machine
 from cyclegan_deploy.artifacts import atomic_output
 from cyclegan_deploy.errors import ConfigError, MediaError
-from cyclegan_deploy.frames import gib, missing_dirs, remove_empty_dirs
-from cyclegan_deploy.outputs import check_writable, locked, os_error_message, refuse_existing
+from cyclegan_deploy.machine import gib
+from cyclegan_deploy.outputs import (
+    check_writable,
+    locked,
+    missing_dirs,
+    os_error_message,
+    refuse_existing,
+    remove_empty_dirs,
+)
 
 AUDIO_RATE = 48000
 # memory per pixel of one frame: the float32 drawing and its temporaries (~60 B), the encoder's frames in

@@ -57,11 +57,9 @@ def check_batch(batch: np.ndarray, meta: ModelMeta, name: str) -> np.ndarray:
 
 @dataclass
 class BackendOptions:
-    """Base of each backend's typed options. from_options takes the loose keyword options that the CLI and
-    bench specs pass: options meant for another backend are fine when unset (None/False), set ones are an
-    error naming them."""
-
-    threads: int | None = None  # CPU threads (default: physical cores)
+    """Base of each backend's typed options (subclasses declare the fields). from_options takes the loose
+    keyword options that the CLI and bench specs pass: options meant for another backend are fine when unset
+    (None/False), set ones are an error naming them (e.g. --threads for a GPU engine)."""
 
     @classmethod
     def from_options(cls: type[_O], backend: str, options: dict[str, Any]) -> _O:

@@ -25,6 +25,7 @@ SHORT = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "trt"}
 
 @dataclass
 class OrtOptions(BackendOptions):
+    threads: int | None = None  # intra-op threads (default: physical cores)
     io_binding: bool | None = None  # GPU sessions: output left on the device by ORT, copied once (default on)
     spin: bool = True  # spinning workers steal cycles from decode/encode threads in the video pipeline
     device_id: int = 0
@@ -61,7 +62,7 @@ class OrtBackend(Backend):
         self.path = Path(path)
         self.meta = read_card(self.path)
         self.precision = self.meta.precision
-        if precision not in (None, "auto") and canonical_precision(precision) != self.precision:
+        if precision is not None and canonical_precision(precision, auto=True) not in ("auto", self.precision):
             raise ConfigError(f"onnxruntime runs the graph's own precision ({self.precision}), not --precision "
                               f"{precision}; for FP16 pass the g_*.fp16.onnx from `cgdeploy export --fp16`, for bf16 "
                               "use --backend openvino")

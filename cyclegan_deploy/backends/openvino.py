@@ -28,6 +28,7 @@ CACHE_SHAPES = 4  # a video uses one shape; bench walks a few sizes and batch si
 
 @dataclass
 class OpenVinoOptions(BackendOptions):
+    threads: int | None = None  # INFERENCE_NUM_THREADS (default: physical cores)
     num_streams: int | None = None  # parallel infer requests (THROUGHPUT mode); None: OpenVINO's choice
     performance_hint: str = "LATENCY"
 
@@ -51,8 +52,8 @@ class OpenVinoBackend(Backend):
         if device not in ("auto", "cpu"):
             raise BackendUnavailableError(f"the OpenVINO backend runs on CPU only, not {device!r}; use --device cpu "
                                           "or the onnxruntime/tensorrt backend for NVIDIA GPUs")
-        asked = "auto" if precision == "auto" else OPENVINO_NAMES[
-            canonical_precision(precision or "fp32", tuple(OPENVINO_NAMES), "OpenVINO precision")]
+        chosen = canonical_precision(precision or "fp32", tuple(OPENVINO_NAMES), "OpenVINO precision", auto=True)
+        asked = "auto" if chosen == "auto" else OPENVINO_NAMES[chosen]
         ov = _import_ov()
         self.path = Path(path)
         self.meta = read_card(self.path)

@@ -100,7 +100,7 @@ class TensorRTBackend(Backend):
             raise BackendUnavailableError("TensorRT is not installed (only its type stubs are); install tensorrt "
                                           "on a machine with an NVIDIA GPU, or use --backend onnxruntime")
         sidecar = engine_sidecar.read_engine_sidecar(self.path)
-        if precision not in (None, "auto") and canonical_precision(precision) != sidecar.precision:
+        if precision is not None and canonical_precision(precision, auto=True) not in ("auto", sidecar.precision):
             raise ConfigError(f"{self.path}: the engine's precision is fixed at build time ({sidecar.precision}), "
                               f"not {precision}; build another engine with `cgdeploy export`")
         self.device_id = opts.device_id

@@ -21,6 +21,7 @@ from cyclegan_deploy.metadata import canonical_precision
 
 @dataclass
 class TorchOptions(BackendOptions):
+    threads: int | None = None  # torch's intra-op threads (process-wide; default: physical cores)
     compile: bool = False  # torch.compile (inductor); the first call compiles
     channels_last: bool = False  # lets oneDNN/cuDNN pick their NHWC kernels
     # overrides of what load_generator infers from the checkpoint (see `cgdeploy export --help`)
@@ -42,8 +43,8 @@ class TorchBackend(Backend):
                                           "pip install 'cyclegan-deploy[train]'") from e
         from cyclegan_deploy.train.checkpoints import load_generator
 
-        self.precision = "fp32" if precision in (None, "auto") else canonical_precision(
-            precision, ("fp32", "fp16", "bf16"), "torch precision")
+        chosen = canonical_precision(precision or "fp32", ("fp32", "fp16", "bf16"), "torch precision", auto=True)
+        self.precision = "fp32" if chosen == "auto" else chosen  # autocast is opt-in: auto means FP32 here
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError, ConfigError
+from cyclegan_deploy.metadata import canonical_precision
 
 SCHEMA = "cgdeploy-bench/1"
 MIN_REPEATS = 3  # a percentile from fewer samples says nothing; a 720p CPU case still ends near max_seconds
@@ -86,7 +87,10 @@ def parse_spec(text: str) -> Spec:
         if not eq or not key:
             raise ConfigError(f"bad option {item!r} in {text!r}; write key=value, e.g. torch:compile=true")
         options[key] = _value(value)
-    precision = str(options.get("precision", SPECS[name].precision)).replace("f32", "fp32").replace("fpfp", "fp")
+    asked = str(options.get("precision", SPECS[name].precision))
+    # the label a case carries: the canonical name ("engine": whatever the engine was built with; "auto": the
+    # runtime's choice, which the backend's own precision then reports)
+    precision = asked if asked in ("engine", "auto") else canonical_precision(asked, what=f"precision in {text!r}")
     return replace(SPECS[name], name=text.strip(), options=options, precision=precision)
 
 

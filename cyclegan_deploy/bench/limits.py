@@ -18,16 +18,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cyclegan_deploy import frames
+from cyclegan_deploy import frames, machine
 from cyclegan_deploy.bench.cases import BenchConfig, parse_spec
 from cyclegan_deploy.errors import CgDeployError, ConfigError
 from cyclegan_deploy.frames import padded_size
 from cyclegan_deploy.metadata import ModelMeta
 
 ACTIVATION_FACTOR = 8  # full-resolution feature maps of ngf channels alive at once (see the docstring)
-# the runtime's smallest-input rule (frames.min_size, added alongside this module); None where frames.py lacks
-# it, and min_side computes the same bound
-_runtime_min_size = getattr(frames, "min_size", None)
 
 
 def model_card(cfg: BenchConfig) -> tuple[ModelMeta, str]:
@@ -46,13 +43,8 @@ def model_card(cfg: BenchConfig) -> tuple[ModelMeta, str]:
 
 
 def min_side(meta: ModelMeta) -> int:
-    """The smallest side the model can run: frames.min_size, the runtime's rule, where it exists; until it
-    lands, the same bound here (the one place bench knows it)."""
-    if _runtime_min_size is not None:
-        return int(_runtime_min_size(meta))
-    multiple = max(1, int(meta.multiple))
-    unet = meta.family == "unet" or (not meta.family and meta.arch.startswith("unet"))
-    return multiple if unet else 2 * multiple
+    """The smallest side the model can run: the runtime's rule (frames.min_size)."""
+    return frames.min_size(meta)
 
 
 def run_size(meta: ModelMeta, h: int, w: int) -> tuple[int, int]:
@@ -81,29 +73,9 @@ def case_memory(meta: ModelMeta, h: int, w: int, batch: int) -> dict[str, int]:
             "activations": 4 * batch * max(1, meta.ngf) * s * rh * s * rw * ACTIVATION_FACTOR}
 
 
-def _meminfo_available() -> int | None:
-    try:
-        text = Path("/proc/meminfo").read_text()
-    except OSError:
-        return None
-    m = re.search(r"^MemAvailable:\s+(\d+)\s*kB", text, re.MULTILINE)
-    return int(m[1]) * 1024 if m else None
-
-
-def _cgroup_available() -> int | None:
-    """What a cgroup v2 memory limit leaves (containers: MemAvailable shows the host's memory)."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
-    except OSError:
-        return None
-    return max(0, int(limit) - int(used)) if limit.isdigit() and used.isdigit() else None
-
-
 def available_memory() -> int | None:
-    """Host memory free for a new allocation; None where the system does not say (then nothing is refused)."""
-    known = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
-    return min(known) if known else None
+    """Host memory free for a new allocation (machine.available_memory; a name here so tests can shrink it)."""
+    return machine.available_memory()
 
 
 def gpu_memory() -> int | None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from cyclegan_deploy.errors import CgDeployError
 from cyclegan_deploy.machine import allowed_cpus, cpu_flags, cpu_model, cpuinfo, package_version, physical_cores
-from cyclegan_deploy.metadata import REFERENCE_RANGE
+from cyclegan_deploy.metadata import REFERENCE_RANGE, canonical_precision
 from cyclegan_deploy.quality import parity
 
 # dense tensor-core FP16/BF16 and plain FP32 (no TF32) TFLOP/s from the vendors' datasheets; first match wins
@@ -208,12 +208,17 @@ def machine_info() -> dict[str, Any]:
 
 def peak_gflops(machine: dict[str, Any], device: str, precision: str) -> float | None:
     """The machine's peak for a case's device and precision (None where unknown: int8, an unlisted GPU)."""
-    prec = "fp32" if precision in ("fp32", "f32") else "fp16" if precision in ("fp16", "bf16") else None
+    try:
+        canon = canonical_precision(precision)
+    except CgDeployError:  # "engine", "auto": unknown until the backend reports it
+        return None
+    # the machine's peaks are listed as fp32 and 16-bit (bf16 and fp16 share the tensor-core/AMX rate)
+    prec = {"fp32": "fp32", "fp16": "fp16", "bf16": "fp16"}.get(canon)
     if device == "cuda":
         gpu = machine["gpus"][0] if machine["gpus"] else {}
         value = gpu.get(f"peak_{prec}_tflops") if prec else None
         return float(value) * 1000 if value else None
     if prec is None:
         return None
-    peak: float = machine["cpu"]["peak_gflops"]["bf16" if precision == "bf16" else prec]
+    peak: float = machine["cpu"]["peak_gflops"]["bf16" if canon == "bf16" else prec]
     return peak or None

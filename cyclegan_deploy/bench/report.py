@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cyclegan_deploy.artifacts import _finite as strict_json  # the one inf/NaN -> null rule of write_json
 from cyclegan_deploy.artifacts import atomic_output
+from cyclegan_deploy.artifacts import json_safe as strict_json  # the one inf/NaN -> null rule of write_json
 from cyclegan_deploy.errors import CgDeployError, OutputError
 from cyclegan_deploy.outputs import os_error_message
 

@@ -51,8 +51,8 @@ def make_graphs_for(cfg: BenchConfig, echo: Callable[[str], None]) -> BenchConfi
     report why ("unavailable: ..." for a missing exporter stack, "failed: ..." otherwise), the others run."""
     paths = cfg.artifact_paths()
     want = [k for k in cfg.needed_artifacts() if k in ("onnx", "onnx-fp16") and paths[k] is None]
-    # a checkpoint gives both graphs; a given FP32 graph (--model) gives its FP16 graph
-    source = cfg.checkpoint if cfg.checkpoint is not None else cfg.onnx if want == ["onnx-fp16"] else None
+    # a given FP32 graph (--model) gives its FP16 graph; otherwise the checkpoint gives what is missing
+    source = cfg.onnx if want == ["onnx-fp16"] and cfg.onnx is not None else cfg.checkpoint
     if source is None or not want:
         return cfg
     from cyclegan_deploy.bench import artifact_error

@@ -27,23 +27,25 @@ import numpy as np
 
 from cyclegan_deploy.artifacts import commit
 from cyclegan_deploy.errors import CgDeployError, ConfigError, MediaError
-from cyclegan_deploy.frames import (
+from cyclegan_deploy.frames import crop, from_model, normalise_into, pad_to_model, to_model
+from cyclegan_deploy.model_checks import (
     all_finite,
     check_generator,
     check_output,
-    crop,
-    from_model,
-    missing_dirs,
     model_label,
     non_finite_error,
-    normalise_into,
-    pad_to_model,
-    remove_empty_dirs,
     run_failure,
     shape_text,
-    to_model,
 )
-from cyclegan_deploy.outputs import check_writable, clean_stale_partials, locked, refuse_existing, temp_name
+from cyclegan_deploy.outputs import (
+    check_writable,
+    clean_stale_partials,
+    locked,
+    missing_dirs,
+    refuse_existing,
+    remove_empty_dirs,
+    temp_name,
+)
 from cyclegan_deploy.video.probe import VideoInfo, check_encoder_options, one_line, output_codec, probe_video
 from cyclegan_deploy.video.stages import StageRunner, watch
 from cyclegan_deploy.video.writer import (

@@ -15,8 +15,10 @@ from typing import Any
 
 from cyclegan_deploy import machine
 from cyclegan_deploy.errors import ConfigError, MediaError, OutputError
-from cyclegan_deploy.frames import bytes_per_pixel, gib, model_size
+from cyclegan_deploy.frames import model_size
+from cyclegan_deploy.machine import gib
 from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.model_checks import bytes_per_pixel
 from cyclegan_deploy.outputs import os_error_message
 from cyclegan_deploy.video.probe import SWS_COLORSPACE, VideoInfo, one_line, pick_pix_fmt
 

@@ -48,7 +48,7 @@ def test_kinds_and_derived_names(tmp_path: Path) -> None:
 def test_precision_vocabulary() -> None:
     assert [canonical_precision(p) for p in ("f32", "FP32", "f16", "half", "bf16", "int8")] == [
         "fp32", "fp32", "fp16", "fp16", "bf16", "int8"]
-    with pytest.raises(ConfigError, match="--precision 'fp8': use one of fp32, fp16, bf16, int8"):
+    with pytest.raises(ConfigError, match="--precision .fp8.: use fp32, fp16, bf16, int8"):
         canonical_precision("fp8")
 
 
@@ -252,3 +252,47 @@ def test_no_module_over_400_lines_without_saying_why() -> None:
             if text.count("\n") > 400 and "over 400 lines" not in text.split('"""')[1]:
                 long.append(str(path.relative_to(root)))
     assert long == []
+
+
+def test_commit_errors_name_the_target_not_the_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "results.csv"
+    target.mkdir()  # a folder in the way: os.replace fails
+    with pytest.raises(OSError) as info:
+        artifacts.write_text(target, "x")
+    assert info.value.filename == str(target)
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_stale_partials_of_dead_processes_are_swept_once_per_folder(tmp_path: Path) -> None:
+    from cyclegan_deploy import outputs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".g.partial-{dead.stdout.strip()}-abc.onnx"
+    mine = tmp_path / f".g.partial-{os.getpid()}-xyz.onnx"
+    stale.write_text("left by a killed run")
+    mine.write_text("in use")
+    assert outputs.clean_stale_partials(tmp_path / "g.onnx") == [stale]
+    assert not stale.exists() and mine.exists()
+    stale.write_text("again")
+    assert outputs.clean_stale_partials(tmp_path / "g.onnx") == []  # swept once per process and folder
+
+
+def test_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
+    from cyclegan_deploy import outputs
+    from cyclegan_deploy.errors import OutputError
+
+    run = tmp_path / "run"
+    code = ("import sys, time; from pathlib import Path; from cyclegan_deploy.outputs import locked\n"
+            f"with locked(Path({str(run)!r})):\n    print('held', flush=True); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match=rf"run: in use by another cgdeploy process \(PID {holder.pid}\)"):
+            with outputs.locked(run):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with outputs.locked(run):  # the OS released the dead holder's lock
+        pass
+    assert not list(tmp_path.glob(".*lock"))

@@ -517,3 +517,23 @@ def test_backend_base_validates_every_batch_once(tiny_onnx) -> None:
             echo(np.zeros((1, 32, 32, 3), np.float32))
         assert echo(np.zeros((1, 3, 32, 32), np.float64)).dtype == np.float32  # converted once, before _run
     assert calls == [np.float32, "closed"]
+
+
+def test_precision_names_are_case_insensitive_and_gpu_engines_take_no_threads(tiny_onnx, tiny_generator_file,
+                                                                               tmp_path, monkeypatch) -> None:
+    from cyclegan_deploy import engine_sidecar
+    from cyclegan_deploy.backends import tensorrt as trt_backend
+
+    with load_backend(tiny_generator_file, "torch", device="cpu", precision="AUTO") as backend:
+        assert backend.precision == "fp32"
+    with load_backend(tiny_onnx, "onnxruntime", device="cpu", precision=" Auto ") as backend:
+        assert backend.precision == "fp32"
+    if _has("openvino"):
+        with load_backend(tiny_onnx, "openvino", precision="F32") as backend:
+            assert backend.name == "openvino-f32"
+    cuda = _FakeCuda()
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))
+    monkeypatch.setattr(trt_backend, "_cuda_runtime", lambda: cuda)
+    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
+    with pytest.raises(ConfigError, match="backend tensorrt does not take option.*threads=4"):
+        load_backend(_fake_engine(tmp_path), threads=4)

@@ -9,7 +9,6 @@ import pytest
 
 from cyclegan_deploy.errors import ShapeError
 from cyclegan_deploy.frames import (
-    all_finite,
     crop,
     from_model,
     min_size,
@@ -21,6 +20,7 @@ from cyclegan_deploy.frames import (
     to_model,
 )
 from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.model_checks import all_finite
 
 
 def ref_to_model(frames: np.ndarray) -> np.ndarray:
