@@ -10,10 +10,12 @@ What the checks guard against (each seen with some exporter/version combination)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +73,28 @@ def _example_input(meta: ModelMeta) -> Any:
     return torch.rand(2, meta.input_nc, side * 2, side * 3 if meta.multiple < 128 else side, generator=gen) * 2 - 1
 
 
+# Loggers of the exporter stack: a warning per torchvision op it could not register, the optimizer's INFO
+# lines ("Removed 27 unused nodes")... irrelevant to a generator, and printed to the user's terminal by
+# Python's last-resort handler or by any logging setup of the host application. Failures arrive as exceptions.
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporter stack's log records below ERROR and its Python warnings for the block."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
 def _exporter_name() -> str:
     import onnxscript
     import torch
@@ -115,21 +139,14 @@ def export_onnx(model: nn.Module, meta: ModelMeta, path: Path, *, opset: int = D
     meta.input_name, meta.output_name = "input", "output"
     example = _example_input(meta)
     dims = {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}
-    # the exporter logs a warning per missing torchvision op it could register; irrelevant to generators
-    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration_log.level
-    registration_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
                                         input_names=["input"], output_names=["output"],
                                         dynamic_shapes=(dims,), external_data=False, verbose=False)
     except Exception as e:  # the exporter raises many types; the message is what the user needs
         raise ExportError(f"{path}: torch.onnx.export (dynamo) failed for {meta.arch}: "
                           f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from e
-    finally:
-        registration_log.setLevel(level)
     assert program is not None
     proto = program.model_proto
     _rename_dynamic_axes(proto)

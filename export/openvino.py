@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cyclegan_deploy.artifacts import commit, ir_weights_path, read_card, sidecar_path
-from cyclegan_deploy.errors import BackendUnavailableError, ExportError
+from cyclegan_deploy.errors import BackendUnavailableError, ExportError, OutputError
 from cyclegan_deploy.metadata import CARD_KEY, OPENVINO_NAMES, canonical_precision
 from cyclegan_deploy.outputs import temp_name
 
@@ -52,11 +52,19 @@ def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "f32") -> 
     staging = Path(tempfile.mkdtemp(prefix=temp_name(xml_path), dir=xml_path.parent))
     try:
         staged_xml = staging / xml_path.name
-        ov.save_model(model, str(staged_xml), compress_to_fp16=precision == "f16")
+        try:
+            ov.save_model(model, str(staged_xml), compress_to_fp16=precision == "f16")
+        except RuntimeError as e:  # its C++ writer reports a full disk or a refused file as a RuntimeError
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise OutputError(f"{xml_path}: OpenVINO could not write the IR ({first}); check the free space and "
+                              f"permissions of {xml_path.parent}") from e
         sidecar_path(staged_xml).write_text(card.to_json() + "\n")
         # .bin first, the card last: a reader that finds the .xml also finds its weights
         for src in (ir_weights_path(staged_xml), staged_xml, sidecar_path(staged_xml)):
             commit(src, xml_path.parent / src.name)
+    except OSError as e:  # name the file as published beside the staging folder, not inside it
+        name = Path(e.filename).name if isinstance(e.filename, str) else xml_path.name
+        raise OSError(e.errno, e.strerror, str(xml_path.parent / name)) from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return xml_path

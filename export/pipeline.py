@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cyclegan_deploy import artifacts
-from cyclegan_deploy.errors import ConfigError, ParityError
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ParityError
 from cyclegan_deploy.metadata import OPENVINO_NAMES, ModelMeta, canonical_precision
+from cyclegan_deploy.outputs import check_writable, locked, refuse_existing
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,6 +49,7 @@ class ExportOptions:
     validate: bool = True
     safety_images: Path | None = None
     opset: int = 20
+    force: bool = False  # replace existing outputs in out_dir (refused otherwise)
 
 
 @dataclass
@@ -87,30 +89,85 @@ def _directions(opts: ExportOptions) -> list[str | None]:
     return [opts.direction]  # None: load_generator infers it from the card or the file name
 
 
+def planned_outputs(opts: ExportOptions, direction: str) -> list[Path]:
+    """Every file an export of one direction writes with these options (the overwrite rule checks them)."""
+    onnx_path = artifacts.onnx_path(opts.out_dir, direction)
+    graphs = [onnx_path]
+    files = [onnx_path]
+    if opts.fp16:
+        fp16_path = artifacts.graph_path(onnx_path, "fp16")
+        graphs.append(fp16_path)
+        files += [fp16_path, artifacts.safety_path(fp16_path)]
+    if opts.target == "openvino":
+        xml = artifacts.ir_path(opts.out_dir, direction)
+        graphs.append(xml)
+        files += [xml, artifacts.ir_weights_path(xml), artifacts.sidecar_path(xml)]
+    if opts.engine:
+        plan = artifacts.engine_path(opts.out_dir, direction)
+        graphs.append(plan)
+        files += [plan, artifacts.sidecar_path(plan)]
+    return files + ([artifacts.parity_path(g) for g in graphs] if opts.validate else [])
+
+
 def run_export(opts: ExportOptions, echo: Callable[[str], None] = print) -> ExportResult:
     """Write every requested artifact; raise ParityError (after writing the reports) when a gate fails, and
-    BackendUnavailableError for --engine without TensorRT (after the ONNX artifacts are written)."""
-    from cyclegan_deploy.train.checkpoints import load_generator
+    BackendUnavailableError for --engine without TensorRT (said up front; raised after the ONNX artifacts are
+    written and the trtexec command of every direction printed).
+
+    Before any export work: the options, the output folder (locked against a second export into it, writable),
+    the checkpoints (loaded), the TensorRT profiles and their memory, and the overwrite rule (an existing
+    output is refused unless opts.force). A failed export leaves no folder it created empty behind."""
+    from cyclegan_deploy.train.runlog import output_errors, removed_if_failed
 
     _check_options(opts)
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    result = ExportResult()
-    built: list[tuple[nn.Module, ModelMeta, Path]] = []
+    with removed_if_failed(opts.out_dir), output_errors(opts.out_dir), locked(opts.out_dir):
+        check_writable(opts.out_dir)
+        return _run_export(opts, echo)
+
+
+def _run_export(opts: ExportOptions, echo: Callable[[str], None]) -> ExportResult:
+    from cyclegan_deploy.train.checkpoints import load_generator
+
+    loaded: list[tuple[nn.Module, ModelMeta]] = []
     for direction in _directions(opts):
         model, meta = load_generator(opts.checkpoint, direction=direction, arch=opts.arch, ngf=opts.ngf,
                                      norm=opts.norm)
         if direction is not None:
             meta.direction = direction
         echo(f"loaded {meta.source}: {meta.arch} ngf {meta.ngf} norm {meta.norm} {meta.direction} ({meta.model})")
-        if opts.engine:  # refuse bad --min/--opt/--max-shape before spending minutes on the export
-            from cyclegan_deploy.export.tensorrt import derive_profile
-
-            derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
-        source = _export_direction(model, meta, opts, result, echo)
-        built.append((model, meta, source))
+        loaded.append((model, meta))
+    missing_tensorrt = _check_engine_options(opts, [meta for _, meta in loaded], echo) if opts.engine else None
+    for _, meta in loaded:
+        for path in planned_outputs(opts, meta.direction):
+            refuse_existing(path, opts.force)
+    result = ExportResult()
+    built = [(model, meta, _export_direction(model, meta, opts, result, echo)) for model, meta in loaded]
     if opts.engine:
-        _build_engines(built, opts, result, echo)
+        _build_engines(built, opts, result, echo, missing_tensorrt)
     return result
+
+
+def _check_engine_options(opts: ExportOptions, metas: list[ModelMeta], echo: Callable[[str], None]) -> str | None:
+    """Refuse bad or absurd --min/--opt/--max-shape before minutes of export work; say up front when TensorRT
+    is missing here (the ONNX artifacts are still written). Returns why TensorRT is unavailable, or None."""
+    from cyclegan_deploy.export.tensorrt import check_profile_memory, derive_profile, tensorrt_unavailable
+
+    gpu_bytes = _gpu_memory()
+    for meta in metas:
+        profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
+        check_profile_memory(meta, profile, opts.workspace_gb, gpu_bytes, "fp16" if opts.fp16 else "fp32")
+    missing = tensorrt_unavailable()
+    if missing:
+        echo(f"note: {missing}, so no engine can be built here: writing the ONNX artifacts only; the trtexec "
+             "command that builds each engine on a GPU machine is printed at the end")
+    return missing
+
+
+def _gpu_memory() -> int | None:
+    """Total memory of the GPU an engine would be built on (torch's view), None without a CUDA GPU."""
+    import torch
+
+    return int(torch.cuda.get_device_properties(0).total_memory) if torch.cuda.is_available() else None
 
 
 def _gate(run: Callable[[], ParityReport], artifact: Path, result: ExportResult) -> None:
@@ -155,7 +212,8 @@ def _export_fp16(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: Expor
 
     fp16_path = to_fp16(onnx_path, artifacts.graph_path(onnx_path, "fp16"), norm_precision=opts.fp16_norm)
     result.files.append(fp16_path)
-    echo(f"wrote {fp16_path} (FP16 convs, InstanceNormalization {opts.fp16_norm}, FP32 input/output)")
+    norm = f", InstanceNormalization {opts.fp16_norm}" if meta.norm == "instance" else ""
+    echo(f"wrote {fp16_path} (FP16 convs{norm}, FP32 input/output)")
     images = load_images(opts.safety_images, meta) if opts.safety_images else None
     safety_path = artifacts.safety_path(fp16_path)
     report = fp16_safety_report(model, meta, images=images, norm_precision=opts.fp16_norm, out_path=safety_path,
@@ -191,11 +249,20 @@ def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: E
 
 
 def _build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportOptions, result: ExportResult,
-                   echo: Callable[[str], None]) -> None:
-    from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
+                   echo: Callable[[str], None], missing_tensorrt: str | None = None) -> None:
+    from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile, trtexec_command
 
     options = BuildOptions(workspace_gb=opts.workspace_gb, opt_level=opts.opt_level,
                            timing_cache=opts.timing_cache or opts.out_dir / "tensorrt.timing.cache")
+    if missing_tensorrt:
+        for _, meta, source in built:
+            profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
+            plan = artifacts.engine_path(opts.out_dir, meta.direction)
+            echo(f"to build {plan.name} on a machine with TensorRT: {trtexec_command(source, plan, profile, options)}")
+        raise BackendUnavailableError(
+            f"{missing_tensorrt}; the ONNX artifacts were written ({opts.out_dir}); build the engine(s) on a machine "
+            "with TensorRT and an NVIDIA GPU via `cgdeploy export CHECKPOINT -o DIR --engine` or the trtexec "
+            "command(s) printed above")
     for model, meta, source in built:
         profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
         plan = artifacts.engine_path(opts.out_dir, meta.direction)
@@ -239,8 +306,9 @@ def make_graphs(source: Path, out_dir: Path, fp16: bool, echo: Callable[[str], N
             graphs["onnx-fp16"] = to_fp16(source, artifacts.graph_path(Path(out_dir) / source.name, "fp16"))
         return graphs
     direction = "AtoB" if source.is_dir() else None  # one generator of a CycleGAN run is enough
+    # a tool's work folder, remade on every run (bench retries without FP16 into the same folder)
     result = run_export(ExportOptions(checkpoint=source, out_dir=Path(out_dir), fp16=fp16, validate=False,
-                                      direction=direction), echo=echo)
+                                      direction=direction, force=True), echo=echo)
     graphs = {"onnx": result.files[0]}
     if fp16:
         graphs["onnx-fp16"] = artifacts.graph_path(result.files[0], "fp16")

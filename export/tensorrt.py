@@ -21,6 +21,7 @@ from cyclegan_deploy.artifacts import read_card, sidecar_path, write_bytes
 from cyclegan_deploy.engine_sidecar import EngineSidecar, Profile, Shape4, write_sidecar
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ExportError
 from cyclegan_deploy.frames import padded_size
+from cyclegan_deploy.machine import gib
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
 
 ShapeArg = str | tuple[int, ...] | None
@@ -92,15 +93,53 @@ def trtexec_command(onnx_path: Path, plan_path: Path, profile: Profile, options:
     return cmd + ("" if options.allow_tf32 else " --noTF32")
 
 
-def _import_tensorrt(why: str) -> ModuleType:
-    """`import tensorrt`, refusing the empty namespace package that tensorrt-stubs alone leaves behind."""
+def tensorrt_unavailable() -> str | None:
+    """Why TensorRT cannot build engines here ("TensorRT is not installed (...)"), or None when it imports."""
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise BackendUnavailableError(f"TensorRT is not installed ({e}); {why}") from e
-    if not hasattr(trt, "Builder"):
-        raise BackendUnavailableError(f"TensorRT is not installed (only its type stubs are); {why}")
+        return f"TensorRT is not installed ({e})"
+    if not hasattr(trt, "Builder"):  # tensorrt-stubs alone leaves an empty namespace package
+        return "TensorRT is not installed (only its type stubs are)"
+    return None
+
+
+def _import_tensorrt(why: str) -> ModuleType:
+    """`import tensorrt`, refusing the empty namespace package that tensorrt-stubs alone leaves behind."""
+    missing = tensorrt_unavailable()
+    if missing:
+        raise BackendUnavailableError(f"{missing}; {why}")
+    import tensorrt as trt
+
     return trt
+
+
+# The most memory one GPU has (B200, 2025): a profile no GPU could hold is refused on any machine; where a GPU
+# is visible, its own memory is the bound.
+MAX_GPU_BYTES = 192 * 2**30
+
+
+def profile_memory(meta: ModelMeta, profile: Profile, precision: str = "fp32") -> int:
+    """Bytes an engine needs at its profile's max shape, at least: the widest activation (ngf channels at full
+    resolution bounds both families) as one layer's input and output, plus the float32 input and output."""
+    n, _, h, w = profile.max
+    element = 2 if precision == "fp16" else 4
+    return n * h * w * (2 * max(meta.ngf, 1) * element + (meta.input_nc + meta.output_nc * meta.scale**2) * 4)
+
+
+def check_profile_memory(meta: ModelMeta, profile: Profile, workspace_gb: float, gpu_bytes: int | None,
+                         precision: str = "fp32") -> None:
+    """Refuse a --max-shape whose activations (+ the --workspace-gb tactic memory) cannot fit on the GPU (or,
+    with none visible, on any GPU), before the export starts."""
+    need = profile_memory(meta, profile, precision) + int(workspace_gb * 2**30)
+    limit = gpu_bytes or MAX_GPU_BYTES
+    if need <= limit:
+        return
+    where = f"the {gib(limit)} GiB of this GPU" if gpu_bytes else f"any single GPU has ({gib(MAX_GPU_BYTES)} GiB)"
+    raise ConfigError(f"--max-shape {'x'.join(map(str, (profile.max[0], *profile.max[2:])))}: a {meta.arch} ngf "
+                      f"{meta.ngf} engine needs at least {gib(need)} GiB of GPU memory at that shape "
+                      f"(with --workspace-gb {workspace_gb:g}), more than {where}; lower --max-shape (default: 4x "
+                      "the training size, batch 4)")
 
 
 def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: BuildOptions | None = None

@@ -9,6 +9,7 @@ the reference's output mapping.
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,10 +39,12 @@ FP16_MIN_PSNR = 40.0
 @dataclass
 class ParityCase:
     shape: list[int]
-    max_abs: float
+    max_abs: float  # inf (null in the JSON) when either output holds NaN/inf values
     mean_abs: float
-    psnr_db: float
+    psnr_db: float  # -inf when either output holds NaN/inf values
     max_uint8_diff: int
+    nonfinite_reference: int = 0  # NaN/inf values in the PyTorch output
+    nonfinite_candidate: int = 0  # NaN/inf values in the candidate's output
 
 
 @dataclass
@@ -67,17 +70,29 @@ class ParityReport:
     def summary(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
         sizes = ", ".join("x".join(map(str, c.shape)) for c in self.cases)
+        bad_ref, bad_out = (sum(getattr(c, f"nonfinite_{w}") for c in self.cases) for w in ("reference", "candidate"))
+        nonfinite = f", NaN/inf values: reference {bad_ref}, candidate {bad_out}" if bad_ref or bad_out else ""
         return (f"parity {verdict} {Path(self.artifact).name} ({self.candidate} vs {self.reference}) on {sizes}: "
                 f"max abs {self.max_abs:.3g}, min PSNR {self.min_psnr_db:.1f} dB, "
-                f"max uint8 diff {self.max_uint8_diff}")
+                f"max uint8 diff {self.max_uint8_diff}{nonfinite}")
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, value_range: Sequence[float] = REFERENCE_RANGE
             ) -> ParityCase:
+    """Parity of one case. NaN/inf anywhere make it the worst possible case (max abs inf, PSNR -inf):
+    comparisons with NaN are all False, so a NaN max abs would otherwise pass every tolerance."""
+    bad_ref, bad_out = int((~np.isfinite(reference)).sum()), int((~np.isfinite(candidate)).sum())
+    if bad_ref or bad_out:
+        lo, hi = float(value_range[0]), float(value_range[1])
+        # the pixels a user would get: NaN as black, inf clipped (to_uint8 warns on NaN casts)
+        reference, candidate = (np.nan_to_num(x, nan=lo, posinf=hi, neginf=lo) for x in (reference, candidate))
     try:
         p = parity(reference, candidate, value_range)
     except ShapeError as e:
         raise ParityError(str(e)) from e
+    if bad_ref or bad_out:
+        return ParityCase(shape=list(reference.shape), max_abs=math.inf, mean_abs=math.inf, psnr_db=-math.inf,
+                          max_uint8_diff=p.max_uint8_diff, nonfinite_reference=bad_ref, nonfinite_candidate=bad_out)
     return ParityCase(shape=list(reference.shape), max_abs=p.max_abs, mean_abs=p.mean_abs, psnr_db=p.psnr_db,
                       max_uint8_diff=p.max_uint8_diff)
 
@@ -187,10 +202,16 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
         cases.append(compare(torch_reference(model, x), run(x), meta.output_range))
     worst_abs = max(c.max_abs for c in cases)
     worst_psnr = min(c.psnr_db for c in cases)
+    bad_ref, bad_out = sum(c.nonfinite_reference for c in cases), sum(c.nonfinite_candidate for c in cases)
     failures = []
-    if "max_abs" in tolerance and worst_abs > tolerance["max_abs"]:
+    if bad_ref:
+        failures.append(f"the PyTorch model itself outputs {bad_ref} NaN/inf values")
+    if bad_out:
+        failures.append(f"{candidate} outputs {bad_out} NaN/inf values")
+    # written as "not within" so that a NaN that slipped through can never pass
+    if "max_abs" in tolerance and not worst_abs <= tolerance["max_abs"] and not (bad_ref or bad_out):
         failures.append(f"max abs {worst_abs:.3g} > {tolerance['max_abs']:.3g}")
-    if "min_psnr_db" in tolerance and worst_psnr < tolerance["min_psnr_db"]:
+    if "min_psnr_db" in tolerance and not worst_psnr >= tolerance["min_psnr_db"] and not (bad_ref or bad_out):
         failures.append(f"PSNR {worst_psnr:.1f} dB < {tolerance['min_psnr_db']:.1f} dB")
     report = ParityReport(artifact=str(artifact), reference="torch-fp32-cpu", candidate=candidate,
                           precision=precision, seed=seed, cases=cases, max_abs=worst_abs, min_psnr_db=worst_psnr,
@@ -200,6 +221,10 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
     write_report(report, report_path)
     if echo:
         print(report.summary())
+    if failures and raise_on_fail and bad_ref:
+        raise ParityError(f"{artifact}: parity gate failed ({'; '.join(failures)}): the weights overflow float32 on "
+                          f"the test images, so neither the model nor its export is usable (report: "
+                          f"{report_path.name}); export another checkpoint")
     if failures and raise_on_fail:
         raise ParityError(f"{artifact}: parity gate failed ({'; '.join(failures)}): {candidate} does not compute "
                           f"what the PyTorch model computes (report: {report_path.name}). Re-export; if it "

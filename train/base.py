@@ -31,6 +31,63 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
+def _activation_elements(net: nn.Module, input_nc: int, side: int) -> int:
+    """Elements of every leaf module's output for one side x side image (what autograd keeps for the backward
+    pass; in-place layers reuse their input), measured on the meta device: no memory, no arithmetic."""
+    count = 0
+
+    def hook(module: nn.Module, _args: Any, output: Any) -> None:
+        nonlocal count
+        if isinstance(output, torch.Tensor) and not getattr(module, "inplace", False):
+            count += output.numel()
+
+    leaves = [m for m in net.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            net(torch.empty(1, input_nc, side, side, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return count
+
+
+def training_memory(cfg: TrainConfig, passes: tuple[int, int]) -> tuple[int, str]:
+    """(bytes, what) a training step needs at least: float32 activations of `passes` = (generator, discriminator)
+    forward passes kept for the backward at the training size, plus the images decoded at --load-size. An
+    estimate from the architecture (no allocation), to refuse absurd sizes before anything is allocated."""
+    side = max(cfg.multiple, 64)
+    with torch.device("meta"):  # eval: train-mode batch norm refuses a 1x1 innermost U-Net map at batch 1
+        g = build_generator(cfg.generator()).eval()
+        d = build_discriminator(3, cfg.ndf, cfg.netD, cfg.n_layers_D, cfg.norm).eval()
+    per_pixel = (passes[0] * _activation_elements(g, 3, side) + passes[1] * _activation_elements(d, 3, side)) / side**2
+    train_side = cfg.crop_size if "crop" in cfg.preprocess else cfg.load_size
+    activations = int(4 * per_pixel * cfg.batch_size * train_side**2)
+    resized = cfg.load_size**2 if cfg.preprocess in ("resize_and_crop", "scale_width_and_crop", "scale_width") else 0
+    images = 2 * 2 * 3 * resized * max(1, cfg.num_workers)  # both domains, decoded + resized, uint8, per loader
+    what = (f"{passes[0]} generator and {passes[1]} discriminator passes at {train_side}x{train_side}, batch "
+            f"{cfg.batch_size}" + (f", images resized to {cfg.load_size}x{cfg.load_size}" if resized else ""))
+    return activations + images, what
+
+
+def check_memory(cfg: TrainConfig, device: torch.device, passes: tuple[int, int]) -> None:
+    """Refuse a run whose step cannot fit in the memory left on `device` (an absurd --crop-size/--load-size
+    would otherwise be a MemoryError or the OOM killer minutes later)."""
+    from cyclegan_deploy.machine import available_memory, gib
+
+    need, what = training_memory(cfg, passes)
+    if device.type == "cuda":
+        available: int | None = int(torch.cuda.mem_get_info(device)[0])
+    else:
+        available = available_memory()
+    if available is None or need <= available:
+        return
+    raise ConfigError(f"--crop-size {cfg.crop_size} --load-size {cfg.load_size} --batch-size {cfg.batch_size}: a "
+                      f"training step needs about {gib(need)} GiB ({what}), more than the {gib(available)} GiB free "
+                      f"on {device.type}; lower --crop-size/--load-size/--batch-size (the reference trains 256 crops "
+                      "of 286 images)")
+
+
 def linear_decay(cfg: TrainConfig) -> Any:
     """The reference's LambdaRule with epoch_count 1, stepped at the end of each epoch: epochs 1..n_epochs at
     the full lr, then epoch n_epochs + k at lr * (1 - k / (n_epochs_decay + 1))."""
@@ -93,6 +150,11 @@ class GanModel:
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
+
+    @classmethod
+    def passes(cls, cfg: TrainConfig) -> tuple[int, int]:
+        """(generator, discriminator) forward passes whose activations one step keeps for its backward."""
+        raise NotImplementedError
 
     def optimize(self, batch: dict[str, Any]) -> dict[str, float]:
         """One training iteration on a batch; returns the named losses as floats."""

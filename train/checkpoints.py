@@ -7,39 +7,98 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
 
 from cyclegan_deploy.artifacts import atomic_output
-from cyclegan_deploy.errors import CheckpointError
+from cyclegan_deploy.errors import CheckpointError, OutputError
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
 from cyclegan_deploy.train import registry
 from cyclegan_deploy.train.registry import GeneratorConfig, build_generator
+from cyclegan_deploy.train.runlog import output_errors
 
 GENERATOR_FORMAT = "cgdeploy-generator"
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
 LEGACY_NORM_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
+# the first bytes of the two containers torch.save writes: a zip archive (PyTorch >= 1.6) or the legacy
+# stream, a pickle (protocol >= 2) of torch.serialization's magic number 0x1950a86a20f9469cfc6c
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _container(path: Path) -> str:
+    """'zip', 'legacy', 'empty' or 'other', from the file's first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+    if not head:
+        return "empty"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    return "legacy" if head[:1] == b"\x80" and LEGACY_MAGIC in head else "other"  # protocol 4+ frames it
+
+
+def _pickle_protocol(path: Path, container: str) -> int | None:
+    """The pickle protocol of the checkpoint's object stream (zip: its data.pkl; legacy: the stream itself)."""
+    try:
+        if container == "zip":
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"), None)
+                head = archive.read(name)[:2] if name else b""
+        else:
+            with open(path, "rb") as f:
+                head = f.read(2)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """The one informative sentence of torch's weights_only refusal (the rest is advice about weights_only)."""
+    text = str(e)
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
+    first = m.group(1) if m else (text.strip().splitlines() or [type(e).__name__])[0]
+    return first.strip()[:160]
+
+
 def safe_load(path: Path) -> Any:
-    """torch.load with weights_only=True and errors that name the file and the fix."""
+    """torch.load with weights_only=True and errors that name the file, say what it is and the fix."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; pass an existing .pth/.pt file or run dir")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        container = _container(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror}); check the file's permissions") from e
+    if container == "empty":
+        raise CheckpointError(f"{path}: empty file, not a PyTorch checkpoint; re-download or re-save it")
+    if container == "other":
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither torch.save's zip format nor its legacy "
+                              "format); pass a generator .pth written by torch.save or `cgdeploy train`")
+    try:
+        with warnings.catch_warnings():  # "Detected pickle protocol 4...": torch's note to itself, not the user's
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        protocol = _pickle_protocol(path, container)
+        if protocol is not None and protocol > 2 and "Unsupported operand" in str(e):
+            raise CheckpointError(f"{path}: saved with pickle protocol {protocol}, which torch.load(weights_only=True) "
+                                  "cannot read (it is not refused for its content); re-save it with torch.save and "
+                                  "the default pickle_protocol") from e
         raise CheckpointError(
-            f"{path}: not a plain state dict (refused to unpickle arbitrary objects: {first[:160]}); "
+            f"{path}: not a plain state dict (refused to unpickle arbitrary objects: {_unpickler_reason(e)}); "
             "re-save it with torch.save(model.state_dict(), path)"
         ) from e
-    except Exception as e:  # corrupt zip, truncated file, not a torch file at all
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:160]}); "
-                              "check the file is a complete PyTorch .pth") from e
+    except Exception as e:  # a truncated or damaged file of either container
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: damaged or truncated PyTorch checkpoint ({type(e).__name__}: {first}); "
+                              "re-download or re-save it") from e
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,7 +127,7 @@ def drop_legacy_instance_norm_keys(state: dict[str, torch.Tensor], model: nn.Mod
     return out
 
 
-def _is_state_dict(obj: Any) -> bool:
+def _is_state_dict(obj: Any) -> TypeGuard[dict[str, torch.Tensor]]:
     return isinstance(obj, dict) and bool(obj) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
@@ -112,7 +171,11 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
         raise CheckpointError(f"{path}: not a generator state dict (expected a dict of tensors); "
                               "pass a *_net_G*.pth generator file, not a discriminator or training checkpoint")
     state = strip_prefixes(state)
-    inferred = infer_generator_config(state)
+    _check_finite(path, state)
+    try:
+        inferred = infer_generator_config(state)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}; pass a generator file of the reference layout") from e
     cfg = GeneratorConfig(arch=arch or meta_dict.get("arch", inferred.arch), ngf=ngf or inferred.ngf,
                           norm=norm or inferred.norm,
                           # U-Net dropout has no weights: trust our card, else the keys
@@ -122,12 +185,14 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
         cfg.n_blocks = inferred.n_blocks
     model = build_generator(cfg)
     state = drop_legacy_instance_norm_keys(state, model)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{path}: weights do not fit {cfg.cli_flags()} ({str(e).splitlines()[0][:120]}); "
-            f"the keys fit {inferred.cli_flags()}") from e
+    problems = fit_problems(state, model)
+    if problems:
+        given = arch or ngf or norm
+        fix = (f"the keys fit {inferred.cli_flags()}; drop or change the options" if given and
+               inferred.cli_flags() != cfg.cli_flags() else
+               "the file is not a complete generator of this layout (damaged or edited); re-save it from the model")
+        raise CheckpointError(f"{path}: weights do not fit {cfg.cli_flags()}: {problems}; {fix}")
+    model.load_state_dict(state, strict=True)
     model.eval()
     meta = cfg.to_meta(direction=direction or meta_dict.get("direction") or _direction_from_name(path),
                        source=path.name, source_sha256=sha256_file(path))
@@ -137,15 +202,54 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
     return model, meta
 
 
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """NaN/inf weights (a diverged run, a damaged file) would export and "pass" parity as NaN == NaN."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: tensor {key!r} holds {bad} NaN/inf value(s) of {value.numel()}; the "
+                                  "weights are unusable (training diverged or the file is damaged): use an earlier "
+                                  "checkpoint, e.g. <epoch>_net_G_A.pth of the run")
+
+
+def fit_problems(state: dict[str, torch.Tensor], model: nn.Module, limit: int = 3) -> str:
+    """'' when `state` loads into `model` strictly, else the first missing / unexpected / wrong-shape keys
+    with their shapes (load_state_dict's own message is a multi-line dump)."""
+    expected = model.state_dict()
+
+    def shape(t: torch.Tensor) -> str:
+        return "[" + ", ".join(map(str, t.shape)) + "]"
+
+    def listing(label: str, items: list[str]) -> str:
+        more = f" and {len(items) - limit} more" if len(items) > limit else ""
+        return f"{len(items)} {label}: {', '.join(items[:limit])}{more}"
+
+    missing = [f"{k} {shape(v)}" for k, v in expected.items() if k not in state]
+    unexpected = [f"{k} {shape(v)}" for k, v in state.items() if k not in expected]
+    mismatched = [f"{k} {shape(v)} (model {shape(expected[k])})" for k, v in state.items()
+                  if k in expected and v.shape != expected[k].shape]
+    return "; ".join(listing(label, items) for label, items in (
+        ("missing key(s)", missing), ("unexpected key(s)", unexpected), ("wrong shape(s)", mismatched)) if items)
+
+
 def read_checkpoint_card(path: str | Path) -> ModelMeta:
     """The card a torch artifact (run dir, generator file, reference .pth) would have: load_generator's."""
     return load_generator(path)[1]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save through the one atomic writer: a crash never leaves a half-written file."""
-    with atomic_output(Path(path)) as tmp:
-        torch.save(obj, tmp)
+    """torch.save through the one atomic writer: a crash never leaves a half-written file. A write that fails
+    (disk full, read-only folder) is an OutputError naming `path`: torch's zip writer reports a full disk as a
+    RuntimeError ("[enforce fail at inline_container.cc] ... unexpected pos N vs M"), not as an OSError."""
+    path = Path(path)
+    with output_errors(path), atomic_output(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            if "unexpected pos" not in str(e) and "write" not in str(e).lower():
+                raise
+            raise OutputError(f"{path}: could not be written ({str(e).strip().splitlines()[0][:120]}); the disk is "
+                              "probably full: free space or write somewhere else") from e
 
 
 def save_generator(model: nn.Module, meta: ModelMeta, path: str | Path) -> None:

@@ -7,12 +7,13 @@ Torch-free on purpose: the CLI builds and validates a config before anything hea
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from cyclegan_deploy.artifacts import write_text
 from cyclegan_deploy.errors import ConfigError
+from cyclegan_deploy.machine import allowed_cpus
 from cyclegan_deploy.metadata import ModelMeta
 from cyclegan_deploy.train.registry import GeneratorConfig, family_for
 
@@ -43,7 +44,8 @@ class TrainConfig:
     preprocess: str = "resize_and_crop"
     no_flip: bool = False
     batch_size: int = 1
-    num_workers: int = 4  # the reference's num_threads
+    # the reference's num_threads is 4; more loader processes than CPUs only contend (torch warns about it)
+    num_workers: int = field(default_factory=lambda: min(4, allowed_cpus()))
     # schedule: n_epochs at the initial lr, then n_epochs_decay with lr falling linearly (LambdaRule)
     epochs: int = 100
     epochs_decay: int = 100

@@ -38,6 +38,11 @@ class CycleGAN(GanModel):
     def _d_loss(self, net: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return (self.gan_loss(net(real), True) + self.gan_loss(net(fake.detach()), False)) * 0.5
 
+    @classmethod
+    def passes(cls, cfg: TrainConfig) -> tuple[int, int]:
+        # fake_B, rec_A, fake_A, rec_B (+ both identities); D_A(fake_B) and D_B(fake_A) in the generator step
+        return (6 if cfg.lambda_identity > 0 else 4), 2
+
     def optimize(self, batch: dict[str, Any]) -> dict[str, float]:
         cfg, n = self.cfg, self.nets
         real_a = batch["A"].to(self.device, non_blocking=True)

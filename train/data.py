@@ -271,13 +271,28 @@ class EpochSampler(Sampler[Key]):
 
 
 def _worker_init(_worker_id: int) -> None:
-    # Ctrl-C goes to the whole process group: workers ignore it so the main process can finish the
-    # current step, save a resumable checkpoint and shut the workers down cleanly.
+    # Ctrl-C goes to the whole process group, and systemd's stop sends SIGTERM to every process of the unit:
+    # workers ignore both so the main process can finish the current step, save a resumable checkpoint and
+    # shut the workers down cleanly (they exit with it; torch's watchdog ends them if it is killed outright).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# torch's own warning for more workers than CPUs: a paragraph, printed at construction and again at the first
+# iteration; make_loader says it once in one line instead
+TORCH_WORKER_WARNING = "This DataLoader will create"
 
 
 def make_loader(dataset: Dataset[dict[str, Any]], cfg: TrainConfig, sampler: EpochSampler,
                 pin_memory: bool = False) -> DataLoader[dict[str, Any]]:
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      worker_init_fn=_worker_init if cfg.num_workers else None, pin_memory=pin_memory,
-                      persistent_workers=cfg.num_workers > 0, drop_last=False)
+    from cyclegan_deploy.machine import allowed_cpus
+
+    cpus = allowed_cpus()
+    if cfg.num_workers > cpus:
+        warnings.warn(f"--workers {cfg.num_workers} is more than the {cpus} CPU(s) this process may use: data "
+                      f"loading may slow down or stall; use --workers {cpus}", DataWarning, stacklevel=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=TORCH_WORKER_WARNING)
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                          worker_init_fn=_worker_init if cfg.num_workers else None, pin_memory=pin_memory,
+                          persistent_workers=cfg.num_workers > 0, drop_last=False)

@@ -1,5 +1,6 @@
 """The training loop both trainers share: epochs, checkpoints (resumable to the bit), logs, samples, progress,
-Ctrl-C and a wall-clock budget.
+Ctrl-C / SIGTERM and a wall-clock budget; the run dir is locked for the whole run and checked (writable, room
+in memory for a step, no earlier run unless --force) before the first step.
 
 Exact resume rests on three things: the data order and per-sample randomness come from (seed, epoch, index)
 (see data.py), the image pools draw from their own checkpointed RNGs, and the global torch/numpy/python RNG
@@ -9,32 +10,43 @@ states are saved with the weights, optimizers and schedulers. A run split anywhe
 
 from __future__ import annotations
 
-import json
 import math
 import random
+import shutil
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
+from cyclegan_deploy.artifacts import write_json
 from cyclegan_deploy.errors import CheckpointError, ConfigError
 from cyclegan_deploy.frames import from_model
-from cyclegan_deploy.train.base import GanModel, resolve_device
+from cyclegan_deploy.outputs import check_writable, locked
+from cyclegan_deploy.train.base import GanModel, check_memory, resolve_device
 from cyclegan_deploy.train.checkpoints import atomic_save, safe_load
 from cyclegan_deploy.train.config import CONFIG_NAME, TrainConfig
 from cyclegan_deploy.train.cyclegan import CycleGAN
-from cyclegan_deploy.train.data import EpochSampler, build_dataset, make_loader, sample_seed
+from cyclegan_deploy.train.data import TORCH_WORKER_WARNING, EpochSampler, build_dataset, make_loader, sample_seed
 from cyclegan_deploy.train.losses import python_rng_state, set_python_rng_state
 from cyclegan_deploy.train.pix2pix import Pix2Pix
-from cyclegan_deploy.train.runlog import LOSSES_CSV, LOSSES_PNG, LossLog, plot_losses, save_grid
+from cyclegan_deploy.train.runlog import (
+    LOSSES_CSV,
+    LOSSES_PNG,
+    LossLog,
+    output_errors,
+    plot_losses,
+    removed_if_failed,
+    save_grid,
+)
 from cyclegan_deploy.train.synthetic import evaluate_synthetic, is_synthetic
 
 TRAINERS: dict[str, type[GanModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix}
@@ -99,29 +111,44 @@ def set_rng_state(state: dict[str, Any]) -> None:
     set_python_rng_state(None, state["python"])
 
 
-# --- Ctrl-C ---
+# --- Ctrl-C and SIGTERM ---
 
 class StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step (then it saves and raises
-    KeyboardInterrupt); a second one interrupts at once."""
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the current step (it then saves a resumable
+    checkpoint and re-raises); a second one interrupts at once. SIGTERM is finally raised by the handler it
+    replaced (the CLI's, which raises its Terminated: exit 143), Ctrl-C as KeyboardInterrupt."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            self.interrupt(signum)
+        self.requested, self.signum = True, signum
+
+    def interrupt(self, signum: int | None = None) -> NoReturn:
+        """Raise the interrupt for `signum` (default: the one that asked to stop)."""
+        signum = signum or self.signum
+        previous = self._previous.get(signum) if signum is not None else None
+        if signum == signal.SIGTERM and callable(previous):
+            previous(signum, None)  # the CLI's handler raises Terminated (a KeyboardInterrupt)
+        raise KeyboardInterrupt
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            if previous is not None:  # None: installed outside Python, cannot be restored from here
+                signal.signal(signum, previous)
+        self._previous = {}
 
 
 # --- progress ---
@@ -160,23 +187,33 @@ def _summary(losses: dict[str, float]) -> str:
 class _Run:
     """State of one train() call: the model, its counters and the run-dir writers."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool, log: Log | None) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool, log: Log | None, force: bool = False) -> None:
         self.cfg, self.log = cfg, log or (lambda _msg: None)
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_path = self.run_dir / CHECKPOINT
-        if not cfg.run_dir:
-            raise ConfigError("no run dir given; pass -o RUN_DIR")
         if resume and not self.ckpt_path.is_file():
             raise ConfigError(f"{self.ckpt_path}: no checkpoint to resume; train without --resume first")
-        if not resume and self.ckpt_path.is_file():
-            raise ConfigError(f"{self.run_dir}: already holds a run; pass --resume to continue it, or choose a new -o")
+        if not resume and not force and self.ckpt_path.is_file():
+            raise ConfigError(f"{self.run_dir}: already holds a run ({self.ckpt_path}); pass --resume to continue "
+                              "it, --force to start over (its checkpoints, generators and logs are deleted), or "
+                              "choose a new -o")
         self.device = resolve_device(cfg)
         self.dataset = build_dataset(cfg)  # before anything is written: bad data fails fast
+        check_memory(cfg, self.device, TRAINERS[cfg.model].passes(cfg))  # before any image or step is allocated
+        check_writable(self.run_dir)
         seed_everything(cfg.seed)
         self.model = TRAINERS[cfg.model](cfg, self.device)
         self.epoch, self.samples_done, self.iteration = 1, 0, 0
         if resume:
             self._restore(safe_load(self.ckpt_path))
+            if self.epoch <= cfg.total_epochs:
+                self.log(f"resuming {self.run_dir} at epoch {self.epoch}/{cfg.total_epochs}, iteration "
+                         f"{self.iteration} ({self.samples_done} of {len(self.dataset)} images of the epoch done)")
+            else:
+                self.log(f"{self.run_dir}: all {cfg.total_epochs} epochs are done (iteration {self.iteration}); "
+                         "nothing to train: raise --epochs or --epochs-decay to continue")
+        elif force:
+            clear_run(self.run_dir)
         cfg.save(self.run_dir)
         n = min(cfg.samples, len(self.dataset))
         fixed = [self.dataset[(i, sample_seed(cfg.seed, 0, i))] for i in range(n)]
@@ -220,14 +257,37 @@ class _Run:
         plot_losses(self.run_dir / LOSSES_CSV, self.run_dir / LOSSES_PNG, self.model.loss_names)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, log: Log | None = None,
-          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train cfg.model on cfg.dataroot into cfg.run_dir (resume=True continues its checkpoint exactly).
+def clear_run(run_dir: Path) -> None:
+    """What a run writes into its run dir (--force starts over); other files there are left alone."""
+    for name in (CHECKPOINT.parent, "samples"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for path in (run_dir / CONFIG_NAME, run_dir / LOSSES_CSV, run_dir / LOSSES_PNG, run_dir / SYNTHETIC_EVAL,
+                 *run_dir.glob("*_net_*.pth")):
+        path.unlink(missing_ok=True)
 
-    Ctrl-C finishes the current step, saves a resumable checkpoint and re-raises KeyboardInterrupt;
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, log: Log | None = None,
+          on_step: Callable[[int, dict[str, float]], None] | None = None, force: bool = False) -> TrainResult:
+    """Train cfg.model on cfg.dataroot into cfg.run_dir (resume=True continues its checkpoint exactly; force=True
+    deletes an existing run there and starts over).
+
+    The run dir is locked for the whole run (a second process is refused, naming this one's PID). Ctrl-C or
+    SIGTERM finishes the current step, saves a resumable checkpoint and re-raises the interrupt;
     cfg.max_minutes stops after that much wall-clock time the same way, but returns normally.
     """
-    run = _Run(cfg, resume, log)
+    if not cfg.run_dir:
+        raise ConfigError("no run dir given; pass -o RUN_DIR")
+    if resume and force:
+        raise ConfigError("--resume continues the run in -o and --force starts it over; pass one of them")
+    run_dir = Path(cfg.run_dir)
+    with removed_if_failed(run_dir), output_errors(run_dir), locked(run_dir), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=TORCH_WORKER_WARNING)  # make_loader said it in one line
+        return _train(cfg, resume, force, progress, log, on_step)
+
+
+def _train(cfg: TrainConfig, resume: bool, force: bool, progress: bool | None, log: Log | None,
+           on_step: Callable[[int, dict[str, float]], None] | None) -> TrainResult:
+    run = _Run(cfg, resume, log, force)
     model, dataset = run.model, run.dataset
     sampler = EpochSampler(len(dataset), cfg.seed)
     loader = make_loader(dataset, cfg, sampler, pin_memory=run.device.type == "cuda")
@@ -258,7 +318,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, 
                         break
                 if run.samples_done < len(dataset):  # stopped mid-epoch
                     if stop.requested:
-                        raise KeyboardInterrupt
+                        stop.interrupt()
                     stopped_early = True
                     break
                 consistent = False
@@ -270,7 +330,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, 
                 run.log(f"epoch {run.epoch - 1}/{cfg.total_epochs} done, iteration {run.iteration}, "
                         f"{time.monotonic() - start:.0f} s: " + " ".join(f"{k} {v:.3f}" for k, v in losses.items()))
                 if stop.requested:
-                    raise KeyboardInterrupt
+                    stop.interrupt()
                 if run.epoch <= cfg.total_epochs and time.monotonic() - start > budget:
                     stopped_early = True
                     break
@@ -295,5 +355,5 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None, 
     result = TrainResult(run.run_dir, run.epoch - 1, run.iteration, time.monotonic() - start, stopped_early, losses)
     if cfg.model == "cyclegan" and is_synthetic(cfg.dataroot):
         result.synthetic = evaluate_synthetic(model.generator_AtoB, cfg.dataroot, str(run.device), cfg.multiple)
-        (run.run_dir / SYNTHETIC_EVAL).write_text(json.dumps(result.synthetic, indent=2) + "\n")
+        write_json(run.run_dir / SYNTHETIC_EVAL, result.synthetic)
     return result

@@ -30,6 +30,10 @@ class Pix2Pix(GanModel):
         self.gan_loss = GANLoss(cfg.gan_mode).to(device)
         self._finish_setup()
 
+    @classmethod
+    def passes(cls, cfg: TrainConfig) -> tuple[int, int]:
+        return 1, 1  # G(A), kept through both steps; one D pass at a time
+
     def optimize(self, batch: dict[str, Any]) -> dict[str, float]:
         g, d = self.nets["G"], self.nets["D"]
         real_a = batch["A"].to(self.device, non_blocking=True)

@@ -12,6 +12,7 @@ This module needs only numpy + Pillow; `evaluate_synthetic` imports torch when c
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,10 @@ import numpy as np
 from PIL import Image
 
 from cyclegan_deploy.artifacts import atomic_dir
-from cyclegan_deploy.errors import DataError
+from cyclegan_deploy.errors import DataError, OutputError
+from cyclegan_deploy.outputs import check_writable, refuse_existing
 from cyclegan_deploy.quality import psnr
+from cyclegan_deploy.train.runlog import output_errors, removed_if_failed
 
 if TYPE_CHECKING:
     from torch import nn
@@ -134,34 +137,56 @@ def _save_png(img: np.ndarray, path: Path) -> None:
     Image.fromarray(img).save(path, format="PNG", compress_level=1)  # lossless: f(a) must stay exact
 
 
+def _check_resources(out: Path, n_images: int, size: int) -> None:
+    """Refuse sizes that cannot fit before the first image is drawn: a scene is ~12 float64 RGB planes in
+    memory, and each PNG about its raw size on disk (sensor noise defeats compression)."""
+    from cyclegan_deploy.machine import available_memory, gib
+
+    memory, available = 12 * 3 * 8 * size * size, available_memory()
+    if available is not None and memory > available:
+        raise DataError(f"--size {size}: drawing one scene needs about {gib(memory)} GiB of memory, more than the "
+                        f"{gib(available)} GiB free; use a smaller --size (64 trains in minutes)")
+    disk, free = n_images * 3 * size * size, shutil.disk_usage(out.parent).free
+    if disk > free:
+        raise DataError(f"{out}: {n_images} images of {size}x{size} need about {gib(disk)} GiB of disk, more than "
+                        f"the {gib(free)} GiB free there; lower --n-train/--n-test/--size or write somewhere else")
+
+
 def write_synthetic(out: str | Path, n_train: int = 400, n_test: int = 50, size: int = 64, seed: int = 0,
                     mapping: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write OUT/{trainA,trainB,testA,testB_true}/*.png and OUT/mapping.json; returns OUT.
 
-    Written into a temp folder beside OUT and renamed at the end, so OUT is either complete or absent.
+    Written into a temp folder beside OUT and renamed at the end, so OUT is either complete or absent. An
+    existing non-empty OUT is refused unless overwrite (--force); a write that fails (disk full, read-only)
+    is an OutputError naming the file.
     """
     out = Path(out)
     if n_train < 1 or n_test < 1:
         raise DataError(f"--n-train and --n-test must be >= 1 (got {n_train}, {n_test})")
     if size < 16:
         raise DataError(f"--size must be >= 16 pixels, got {size}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise DataError(f"{out}: already exists and is not empty; choose a new folder or pass --force")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # an empty folder holds nothing to lose
+        try:
+            refuse_existing(out, overwrite, option="OUT_DIR")
+        except OutputError as e:  # the one overwrite rule's words, as the DataError this function raises
+            raise DataError(str(e)) from None
     mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
-    with atomic_dir(out, replace=True) as tmp:
-        for folder in ("trainA", "trainB", "testA", "testB_true"):
-            (tmp / folder).mkdir()
-        for i in range(n_train):
-            _save_png(scene(seed, "trainA", i, size), tmp / "trainA" / f"{i:06d}.png")
-            _save_png(apply_mapping(scene(seed, "trainB", i, size), mapping), tmp / "trainB" / f"{i:06d}.png")
-        for i in range(n_test):
-            a = scene(seed, "testA", i, size)
-            _save_png(a, tmp / "testA" / f"{i:06d}.png")
-            _save_png(apply_mapping(a, mapping), tmp / "testB_true" / f"{i:06d}.png")
-        card = {"format": FORMAT, "mapping": mapping, "seed": seed, "size": size, "n_train": n_train,
-                "n_test": n_test, "layout": "trainA: scenes; trainB: f(other scenes); testB_true: f(testA)"}
-        (tmp / MAPPING_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    with removed_if_failed(out.parent), output_errors(out):
+        check_writable(out.parent)
+        _check_resources(out, 2 * (n_train + n_test), size)
+        with atomic_dir(out, replace=True) as tmp:
+            for folder in ("trainA", "trainB", "testA", "testB_true"):
+                (tmp / folder).mkdir()
+            for i in range(n_train):
+                _save_png(scene(seed, "trainA", i, size), tmp / "trainA" / f"{i:06d}.png")
+                _save_png(apply_mapping(scene(seed, "trainB", i, size), mapping), tmp / "trainB" / f"{i:06d}.png")
+            for i in range(n_test):
+                a = scene(seed, "testA", i, size)
+                _save_png(a, tmp / "testA" / f"{i:06d}.png")
+                _save_png(apply_mapping(a, mapping), tmp / "testB_true" / f"{i:06d}.png")
+            card = {"format": FORMAT, "mapping": mapping, "seed": seed, "size": size, "n_train": n_train,
+                    "n_test": n_test, "layout": "trainA: scenes; trainB: f(other scenes); testB_true: f(testA)"}
+            (tmp / MAPPING_NAME).write_text(json.dumps(card, indent=2) + "\n")
     return out
 
 

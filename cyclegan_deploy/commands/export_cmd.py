@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from cyclegan_deploy.commands.options import FORCE
+
 
 def register(app: typer.Typer, *sub: typer.Typer) -> None:
     @app.command("export")
@@ -44,6 +46,7 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         no_validate: bool = typer.Option(False, "--no-validate", help="Skip the parity gates (not recommended)."),
         safety_images: Path | None = typer.Option(None, "--safety-images", help="Folder of sample images for the "
                                                   "FP16 safety report (default: seeded images)."),
+        force: bool = FORCE,
     ) -> None:
         """Export a generator to ONNX (dynamic batch/height/width) and check it against PyTorch."""
         from cyclegan_deploy.export.pipeline import ExportOptions, run_export
@@ -53,7 +56,7 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                              min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
                              workspace_gb=workspace_gb, timing_cache=timing_cache, opt_level=opt_level,
                              target=target, ov_precision=ov_precision, validate=not no_validate,
-                             safety_images=safety_images)
+                             safety_images=safety_images, force=force)
         result = run_export(opts, echo=typer.echo)
         typer.echo(f"done: {len(result.files)} files in {out_dir}" + (
             "" if opts.validate else " (parity NOT checked: --no-validate)"))

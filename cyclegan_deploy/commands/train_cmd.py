@@ -12,6 +12,8 @@ from typing import Any
 
 import typer
 
+from cyclegan_deploy.commands.options import FORCE
+
 _MODEL = "cyclegan | pix2pix (default cyclegan; on --resume, the run's)."
 
 
@@ -27,6 +29,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         output: Path = typer.Option(..., "-o", "--output", help="Run dir: checkpoints, generators, logs, samples."),
         model: str | None = typer.Option(None, "--model", help=_MODEL),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in -o exactly where it stopped."),
+        force: bool = typer.Option(False, "--force", help="Start over in a run dir that holds a run (deletes its "
+                                                          "checkpoints, generators and logs)."),
         epochs: int | None = typer.Option(None, "--epochs", help="Epochs at the initial lr (reference 100)."),
         epochs_decay: int | None = typer.Option(None, "--epochs-decay",
                                                 help="Epochs of linear lr decay to zero after them (reference 100)."),
@@ -60,7 +64,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         seed: int | None = typer.Option(None, "--seed", help="Seed for weights, data order and augmentation (0)."),
         device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (cuda never falls back)."),
         amp: bool = typer.Option(False, "--amp", help="float16 autocast + grad scaling (CUDA only)."),
-        workers: int | None = typer.Option(None, "--workers", help="Data loading processes (4; 0 = in-process)."),
+        workers: int | None = typer.Option(None, "--workers", help="Data loading processes (4, or the CPUs "
+                                                                   "available if fewer; 0 = in-process)."),
         save_every: int | None = typer.Option(None, "--save-every",
                                               help="Write <epoch>_net_G*.pth every N epochs (5); latest_* always."),
         max_minutes: float | None = typer.Option(None, "--max-minutes",
@@ -88,7 +93,7 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 
         with warnings.catch_warnings():  # skipped data files: one plain line each, not a source-line warning
             warnings.showwarning = _show_warning
-            result = train(cfg, resume=resume, log=lambda msg: typer.echo(msg, err=True))
+            result = train(cfg, resume=resume, force=force, log=lambda msg: typer.echo(msg, err=True))
         state = "stopped by --max-minutes (resume with --resume)" if result.stopped_early else "done"
         typer.echo(f"{state}: {result.epochs_done} epochs, {result.iterations} iterations in {result.elapsed_s:.0f} s "
                    f"-> {result.run_dir}")
@@ -104,7 +109,7 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         n_test: int = typer.Option(50, "--n-test", help="Held-out (a, f(a)) pairs."),
         size: int = typer.Option(64, "--size", help="Image side in pixels."),
         seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
-        force: bool = typer.Option(False, "--force", help="Replace OUT_DIR if it exists."),
+        force: bool = FORCE,
     ) -> None:
         """Write the built-in unpaired dataset whose true A->B mapping f is known (stored in mapping.json)."""
         from cyclegan_deploy.train.synthetic import write_synthetic
