@@ -146,7 +146,7 @@ def read_card(path: Path) -> ModelMeta:
             card = ModelMeta.from_props(onnx_metadata(path))
             return card or fallback_meta(path, "no cgdeploy model card in the ONNX")
         if kind.card == "sidecar":
-            card = read_sidecar_card(path)
+            card = read_sidecar_card(path, nested=kind.name == "tensorrt-engine")
             if card is None and kind.name == "openvino-ir":
                 card = _ir_rt_info_card(path)
             if card is None and kind.name == "tensorrt-engine":
@@ -167,8 +167,9 @@ def fallback_meta(path: Path, why: str) -> ModelMeta:
     return ModelMeta(model="unknown", source=Path(path).name, extra={"card": f"assumed defaults: {why}"})
 
 
-def read_sidecar_card(artifact: Path) -> ModelMeta | None:
-    """The card in `<artifact>.json`: the card itself (OpenVINO IR) or under "model_card" (engine sidecar)."""
+def read_sidecar_card(artifact: Path, nested: bool = False) -> ModelMeta | None:
+    """The card in `<artifact>.json`: the card itself (OpenVINO IR) or, nested=True (engine sidecars, which
+    hold the build record too), under "model_card" only."""
     sidecar = sidecar_path(artifact)
     if not sidecar.is_file():
         return None
@@ -176,7 +177,7 @@ def read_sidecar_card(artifact: Path) -> ModelMeta | None:
         data = json.loads(sidecar.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{sidecar}: unreadable sidecar ({e}); re-export {Path(artifact).name}") from e
-    card = data.get("model_card", data) if isinstance(data, dict) else None
+    card = (data.get("model_card") if nested else data.get("model_card", data)) if isinstance(data, dict) else None
     if isinstance(card, str):
         return ModelMeta.from_json(card)
     if not isinstance(card, dict):

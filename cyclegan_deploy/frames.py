@@ -78,13 +78,14 @@ def pad_to_multiple(batch: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def min_size(meta: ModelMeta) -> int:
-    """The smallest H or W the model can run on. A ResNet generator (CycleGAN) halves the size twice (stride-2
-    convolutions: H/4 at its multiple of 4) and its residual blocks reflect-pad that by 1 pixel, which needs at
-    least 2: H/4 >= 2, i.e. twice the multiple (8). A U-Net's bottleneck is 1x1 by design: its multiple.
-    Families the card does not name are taken as the reference's ResNet."""
+    """The smallest H or W the model can run on: the card's min_size (written from the model-family registry).
+    Cards written before that field get the rule of the families that existed then: a U-Net's bottleneck is
+    1x1 at its multiple (128/256); a ResNet's blocks reflect-pad its H/4 bottleneck by 1, so twice its
+    multiple (8)."""
+    if meta.min_size:
+        return int(meta.min_size)
     multiple = max(1, int(meta.multiple))
-    unet = meta.family == "unet" or (not meta.family and meta.arch.startswith("unet"))
-    return multiple if unet else 2 * multiple
+    return multiple if multiple >= 128 else 2 * multiple
 
 
 def model_size(height: int, width: int, meta: ModelMeta) -> tuple[int, int]:

@@ -63,6 +63,7 @@ class ModelMeta:
     direction: str = "AtoB"
     model: str = "cyclegan"  # cyclegan | pix2pix | unknown (reference file)
     multiple: int = 4  # input H and W must be multiples of this (frames are padded to it)
+    min_size: int = 0  # smallest input H/W its layers accept; 0 on cards older than the field (frames.min_size)
     scale: int = 1  # output H, W = scale x input H, W (super-resolution > 1); cards without it are 1
     # uint8 0..255 maps linearly onto input_range before the model, output_range maps back to 0..255 after
     # (lists, not tuples: the card must survive a JSON round trip unchanged)
@@ -82,10 +83,15 @@ class ModelMeta:
     def __post_init__(self) -> None:
         self.input_range = _range(self.input_range, "input_range")
         self.output_range = _range(self.output_range, "output_range")
-        self.scale = int(self.scale)
-        if self.scale < 1 or self.multiple < 1:
-            raise ConfigError(f"model card: scale {self.scale} and multiple {self.multiple} must be >= 1; "
-                              "re-export the model")
+        for name in ("scale", "multiple", "min_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "min_size" else 1):
+                raise ConfigError(f"model card: {name} {value!r} must be a whole number >= "
+                                  f"{0 if name == 'min_size' else 1}; re-export the model")
+        if self.precision in PRECISION_ALIASES:  # a hand-edited "FP16" means fp16; unknown names stay visible
+            self.precision = PRECISION_ALIASES[self.precision]
+        elif self.precision.lower() in PRECISION_ALIASES:
+            self.precision = PRECISION_ALIASES[self.precision.lower()]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -96,6 +102,8 @@ class ModelMeta:
         # cards before value ranges wrote the reference's normalisation as (x/255 - mean)/std
         if "input_range" not in data and "norm_mean" in data:
             mean, std = float(data["norm_mean"]), float(data.get("norm_std", 0.5))
+            if std <= 0:
+                raise ConfigError(f"model card: norm_std {std} must be > 0; re-export the model")
             data["input_range"] = data["output_range"] = (-mean / std, (1 - mean) / std)
         known = {f.name for f in fields(cls)}
         try:

@@ -1,6 +1,7 @@
 """Rules for every output a command writes: the overwrite rule (--force), OS file locks on run dirs and
-outputs, writability checked before long work, one-line OS-error messages, temp names that say "partial" and
-whose PID, and cleaning the temp files of processes that died. artifacts.py holds the atomic writer itself.
+outputs, writability checked before long work, one-line OS-error messages naming the final file (never a temp
+name), temp names that say "partial" and whose PID, cleaning the temp files of processes that died, and
+removing the empty folders a failed command created. artifacts.py holds the atomic writer itself.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import errno
 import fcntl
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -54,7 +56,9 @@ def check_writable(folder: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise OutputError(os_error_message(e, folder)) from e
+        probe_failed = not e.filename or Path(os.fsdecode(e.filename)).name.startswith(".cgdeploy-write-test-")
+        where = folder if probe_failed else os.fsdecode(e.filename)  # the folder, or the parent that cannot be made
+        raise OutputError(os_error_message(OSError(e.errno, e.strerror), where)) from e
 
 
 @contextlib.contextmanager
@@ -147,3 +151,49 @@ def remove_empty_dirs(dirs: Sequence[Path]) -> None:
             d.rmdir()
         except OSError:
             pass
+
+
+# outputs.temp_name + mkstemp/mkdtemp's 8 random characters: .g_AtoB.fp16.partial-123-ab12cd34.onnx
+_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.partial-\d+-[a-z0-9_]{8}(?P<suffix>.*)$")
+
+
+def public_path(path: str | Path) -> Path:
+    """The name a temp output will have once committed (any temp folder in the path too)."""
+    return Path(*[m.group("stem") + m.group("suffix") if (m := _PARTIAL.match(part)) else part
+                  for part in Path(path).parts])
+
+
+def _shown(filename: str | Path, target: Path) -> Path | None:
+    """How to name `filename` to the user if it is one of `target`'s outputs: the final name of a file under
+    it; `target` itself for its temp or lock file beside it (.<name>.partial-*, .<name>.lock); else None."""
+    path, root = public_path(filename), Path(target)
+    if path.absolute().is_relative_to(root.absolute()):
+        return path
+    beside = Path(filename).absolute()
+    return root if beside.parent == root.absolute().parent and beside.name.startswith(f".{root.name}.") else None
+
+
+@contextlib.contextmanager
+def output_errors(target: Path) -> Iterator[None]:
+    """OSErrors raised while writing `target` (a file or a folder and what is under it) become an OutputError
+    naming the final file, not its temp name; OSErrors about other files (inputs) pass through unchanged."""
+    try:
+        yield
+    except OSError as e:
+        shown = _shown(e.filename, target) if isinstance(e.filename, (str, Path)) else Path(target)
+        if shown is None:
+            raise
+        bare = OSError(e.errno, e.strerror) if e.errno is not None else e
+        raise OutputError(os_error_message(bare, shown)) from e
+
+
+@contextlib.contextmanager
+def removed_if_failed(folder: Path) -> Iterator[None]:
+    """The folders this block creates on the way to `folder` are removed again if it fails (Ctrl-C and SIGTERM
+    included) while they are still empty: a refused or failed command leaves no empty output folder behind."""
+    created = missing_dirs(folder)
+    try:
+        yield
+    except BaseException:
+        remove_empty_dirs(created)
+        raise

@@ -166,7 +166,8 @@ def _shape(value: Any) -> list[str | int]:
     return [d.dim_param if d.dim_param else int(d.dim_value) for d in value.type.tensor_type.shape.dim]
 
 
-def read_card(proto: onnx_lib.ModelProto) -> ModelMeta | None:
+def proto_card(proto: onnx_lib.ModelProto) -> ModelMeta | None:
+    """The card of an ONNX model already loaded with the onnx package (artifacts.read_card reads a file)."""
     return ModelMeta.from_props({p.key: p.value for p in proto.metadata_props})
 
 
@@ -187,7 +188,7 @@ def check_graph(path: Path, *, expected_instance_norms: int | None = None, norm:
         raise ExportError(f"{shown}: not a valid ONNX model ({type(e).__name__}: {str(e)[:200]}); "
                           "re-export it with `cgdeploy export`") from e
     graph = proto.graph
-    card = read_card(proto)
+    card = proto_card(proto)
     norm = norm or (card.norm if card else None)
     family = family_of_card(card) if card is not None else None
     if expected_instance_norms is None and family is not None and card is not None and norm == "instance":

@@ -117,7 +117,7 @@ def run_export(opts: ExportOptions, echo: Callable[[str], None] = print) -> Expo
     Before any export work: the options, the output folder (locked against a second export into it, writable),
     the checkpoints (loaded), the TensorRT profiles and their memory, and the overwrite rule (an existing
     output is refused unless opts.force). A failed export leaves no folder it created empty behind."""
-    from cyclegan_deploy.train.runlog import output_errors, removed_if_failed
+    from cyclegan_deploy.outputs import output_errors, removed_if_failed
 
     _check_options(opts)
     with removed_if_failed(opts.out_dir), output_errors(opts.out_dir), locked(opts.out_dir):
@@ -298,7 +298,7 @@ def make_graphs(source: Path, out_dir: Path, fp16: bool, echo: Callable[[str], N
     `cgdeploy export --no-validate`; graph checks still run) or an FP32 .onnx (only its FP16 graph is made).
     Returns {"onnx": ..., "onnx-fp16": ...}."""
     source = Path(source)
-    if source.suffix.lower() == ".onnx":
+    if artifacts.kind_of(source).name == "onnx":
         graphs = {"onnx": source}
         if fp16:
             from cyclegan_deploy.export.precision import to_fp16

@@ -18,9 +18,9 @@ from torch import nn
 from cyclegan_deploy.artifacts import atomic_output
 from cyclegan_deploy.errors import CheckpointError, OutputError
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
+from cyclegan_deploy.outputs import output_errors
 from cyclegan_deploy.train import registry
 from cyclegan_deploy.train.registry import GeneratorConfig, build_generator
-from cyclegan_deploy.train.runlog import output_errors
 
 GENERATOR_FORMAT = "cgdeploy-generator"
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers

@@ -30,7 +30,7 @@ import torch
 from cyclegan_deploy.artifacts import write_json
 from cyclegan_deploy.errors import CheckpointError, ConfigError
 from cyclegan_deploy.frames import from_model
-from cyclegan_deploy.outputs import check_writable, locked
+from cyclegan_deploy.outputs import check_writable, locked, output_errors, removed_if_failed
 from cyclegan_deploy.train.base import GanModel, check_memory, resolve_device
 from cyclegan_deploy.train.checkpoints import atomic_save, safe_load
 from cyclegan_deploy.train.config import CONFIG_NAME, TrainConfig
@@ -38,15 +38,7 @@ from cyclegan_deploy.train.cyclegan import CycleGAN
 from cyclegan_deploy.train.data import TORCH_WORKER_WARNING, EpochSampler, build_dataset, make_loader, sample_seed
 from cyclegan_deploy.train.losses import python_rng_state, set_python_rng_state
 from cyclegan_deploy.train.pix2pix import Pix2Pix
-from cyclegan_deploy.train.runlog import (
-    LOSSES_CSV,
-    LOSSES_PNG,
-    LossLog,
-    output_errors,
-    plot_losses,
-    removed_if_failed,
-    save_grid,
-)
+from cyclegan_deploy.train.runlog import LOSSES_CSV, LOSSES_PNG, LossLog, plot_losses, save_grid
 from cyclegan_deploy.train.synthetic import evaluate_synthetic, is_synthetic
 
 TRAINERS: dict[str, type[GanModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix}

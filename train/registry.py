@@ -54,7 +54,8 @@ class GeneratorConfig:
         family = self.family
         meta = ModelMeta(arch=self.arch, family=family.name, ngf=self.ngf, n_blocks=self.blocks, norm=self.norm,
                          dropout=self.dropout, input_nc=self.input_nc, output_nc=self.output_nc,
-                         model=family.model, multiple=family.multiple(self.arch), scale=family.scale,
+                         model=family.model, multiple=family.multiple(self.arch),
+                         min_size=family.min_size(self.arch), scale=family.scale,
                          input_range=family.input_range, output_range=family.output_range)
         for key, value in kwargs.items():
             setattr(meta, key, value)
@@ -75,6 +76,7 @@ class Family:
     model: str  # the training recipe its published checkpoints come from (card `model` default)
     matches: Callable[[str], bool]
     multiple: Callable[[str], int]  # input H/W must be multiples of this
+    min_size: Callable[[str], int]  # the smallest input H/W its layers accept (frames pad smaller inputs to it)
     blocks: Callable[[str], int | None]  # block count named by the arch (resnet_9blocks -> 9)
     with_blocks: Callable[[str, int], str]  # the arch name for another block count
     detect: Callable[[State], GeneratorConfig | None]
@@ -156,14 +158,18 @@ def _unet_build(cfg: GeneratorConfig) -> nn.Module:
 FAMILIES: tuple[Family, ...] = (
     Family("resnet", "a ResNet", "resnet_9blocks, resnet_6blocks, resnet_<n>blocks", "cyclegan",
            matches=lambda arch: _RESNET.fullmatch(arch) is not None, multiple=lambda arch: 4,  # two stride-2 convs
+           # the blocks reflect-pad the H/4 bottleneck by 1, which needs 2 pixels there: H >= 8
+           min_size=lambda arch: 8,
            blocks=_resnet_blocks, with_blocks=lambda arch, n: f"resnet_{n}blocks", detect=_resnet_detect,
            build=_resnet_build,
            instance_norms=lambda card: 5 + 2 * card.n_blocks,  # stem, 2 down, 2 per block, 2 up
            reflect_pad=True),
     Family("unet", "a U-Net", "unet_256, unet_128", "pix2pix", matches=lambda arch: arch in UNET_DOWNS,
-           multiple=lambda arch: 2 ** UNET_DOWNS[arch], blocks=lambda arch: 0, with_blocks=lambda arch, n: arch,
+           multiple=lambda arch: 2 ** UNET_DOWNS[arch], min_size=lambda arch: 2 ** UNET_DOWNS[arch],  # 1x1 bottleneck
+           blocks=lambda arch: 0, with_blocks=lambda arch, n: arch,
            detect=_unet_detect, build=_unet_build,
-           instance_norms=lambda card: 2 * (UNET_DOWNS[card.arch] - 2) + 1,  # innermost has one, outermost none
+           # innermost has one, outermost none
+           instance_norms=lambda card: 2 * (UNET_DOWNS[card.arch] - 2) + 1 if card.arch in UNET_DOWNS else None,
            reflect_pad=False),
 )
 ARCH_HELP = "; ".join(f.archs for f in FAMILIES)

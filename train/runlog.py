@@ -1,14 +1,9 @@
-"""Run-dir outputs besides checkpoints: losses.csv (one row per iteration), losses.png, sample grids; and the
-two output rules every train/export writer shares: an OS error while writing names the file (not its temp
-name) as an OutputError, and a failed command removes the empty folders it created for its outputs.
-"""
+"""Run-dir outputs besides checkpoints: losses.csv (one row per iteration), losses.png, sample grids."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -16,56 +11,10 @@ import numpy as np
 from PIL import Image
 
 from cyclegan_deploy.artifacts import atomic_output
-from cyclegan_deploy.errors import OutputError
-from cyclegan_deploy.outputs import missing_dirs, os_error_message, remove_empty_dirs
 
 LOSSES_CSV = "losses.csv"
 LOSSES_PNG = "losses.png"
 FIXED_COLUMNS = ("epoch", "iteration", "lr", "time_s")
-# outputs.temp_name + mkstemp/mkdtemp's 8 random characters: .g_AtoB.fp16.partial-123-ab12cd34.onnx
-_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.partial-\d+-[a-z0-9_]{8}(?P<suffix>.*)$")
-
-
-def public_path(path: str | Path) -> Path:
-    """The name a temp output will have once committed (any temp folder in the path too)."""
-    return Path(*[m.group("stem") + m.group("suffix") if (m := _PARTIAL.match(part)) else part
-                  for part in Path(path).parts])
-
-
-def _shown(filename: str | Path, target: Path) -> Path | None:
-    """How to name `filename` to the user if it is one of `target`'s outputs: the final name of a file under
-    it; `target` itself for its temp or lock file beside it (.<name>.partial-*, .<name>.lock); else None."""
-    path, root = public_path(filename), Path(target)
-    if path.absolute().is_relative_to(root.absolute()):
-        return path
-    beside = Path(filename).absolute()
-    return root if beside.parent == root.absolute().parent and beside.name.startswith(f".{root.name}.") else None
-
-
-@contextlib.contextmanager
-def output_errors(target: Path) -> Iterator[None]:
-    """OSErrors raised while writing `target` (a file or a folder and what is under it) become an OutputError
-    naming the final file, not its temp name; OSErrors about other files (inputs) pass through unchanged."""
-    try:
-        yield
-    except OSError as e:
-        shown = _shown(e.filename, target) if isinstance(e.filename, (str, Path)) else Path(target)
-        if shown is None:
-            raise
-        bare = OSError(e.errno, e.strerror) if e.errno is not None else e
-        raise OutputError(os_error_message(bare, shown)) from e
-
-
-@contextlib.contextmanager
-def removed_if_failed(folder: Path) -> Iterator[None]:
-    """The folders this block creates on the way to `folder` are removed again if it fails (Ctrl-C and SIGTERM
-    included) while they are still empty: a refused or failed command leaves no empty output folder behind."""
-    created = missing_dirs(folder)
-    try:
-        yield
-    except BaseException:
-        remove_empty_dirs(created)
-        raise
 
 
 class LossLog:

@@ -21,9 +21,8 @@ from PIL import Image
 
 from cyclegan_deploy.artifacts import atomic_dir
 from cyclegan_deploy.errors import DataError, OutputError
-from cyclegan_deploy.outputs import check_writable, refuse_existing
+from cyclegan_deploy.outputs import check_writable, output_errors, refuse_existing, removed_if_failed
 from cyclegan_deploy.quality import psnr
-from cyclegan_deploy.train.runlog import output_errors, removed_if_failed
 
 if TYPE_CHECKING:
     from torch import nn
