@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the whole path on the built-in data, on the CPU, in under 10 minutes on 2 cores.
+# Every step passes --force: a second `make demo` replaces the first one's outputs (commands refuse otherwise).
 #   synth data -> short CycleGAN training (PSNR vs the known mapping) -> ONNX + FP16 export with parity gates
 #   -> small backend comparison -> translate a generated clip (audio kept) with the fastest backend.
 set -euo pipefail
@@ -12,18 +13,18 @@ step "1/6 built-in dataset (true A->B mapping known): $OUT/data"
 cgdeploy data synth "$OUT/data" --force
 
 step "2/6 CycleGAN training, ${TRAIN_MINUTES} min budget: $OUT/run"
-cgdeploy train "$OUT/data" --model cyclegan -o "$OUT/run" --load-size 64 --crop-size 64 --ngf 16 --ndf 16 --arch resnet_3blocks --epochs 1 --epochs-decay 1 --workers 0 --max-minutes "$TRAIN_MINUTES"
+cgdeploy train "$OUT/data" --model cyclegan -o "$OUT/run" --load-size 64 --crop-size 64 --ngf 16 --ndf 16 --arch resnet_3blocks --epochs 1 --epochs-decay 1 --workers 0 --max-minutes "$TRAIN_MINUTES" --force
 
 step "3/6 export: ONNX + FP16 graph (instance norm kept FP32), each parity-gated against PyTorch"
-cgdeploy export "$OUT/run" -o "$OUT/export" --direction AtoB --fp16
+cgdeploy export "$OUT/run" -o "$OUT/export" --direction AtoB --fp16 --force
 
 step "4/6 sample clip with audio: $OUT/sample.mp4"
-cgdeploy data sample-video "$OUT/sample.mp4" --frames 90 --size 256x256 --fps 30
+cgdeploy data sample-video "$OUT/sample.mp4" --frames 90 --size 256x256 --fps 30 --force
 
 step "5/6 backend comparison at 256x256 (medians; ratios vs torch eager in the same run)"
 COLUMNS=${COLUMNS:-160} cgdeploy bench --checkpoint "$OUT/run/latest_net_G_A.pth" --model "$OUT/export/g_AtoB.onnx" \
   --backends torch,onnxruntime,openvino-f32 --sizes 256x256 --batch 1 --repeats 15 --warmup 2 \
-  --max-seconds 20 -o "$OUT/bench"
+  --max-seconds 20 -o "$OUT/bench" --force
 BEST=$(python - "$OUT/bench/results.csv" <<'PY'
 import csv, sys
 rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["status"] == "ok" and r["backend"] != "torch"]
@@ -34,7 +35,7 @@ case "$BEST" in openvino*) BACKEND=openvino ;; *) BACKEND=onnxruntime ;; esac
 
 step "6/6 translate the clip with the fastest exported backend ($BEST)"
 cgdeploy video "$OUT/sample.mp4" -o "$OUT/translated.mp4" --model "$OUT/export/g_AtoB.onnx" \
-  --backend "$BACKEND" --batch 4 --side-by-side --no-progress
+  --backend "$BACKEND" --batch 4 --side-by-side --no-progress --force
 
 printf '\nDone.\n  translated video : %s\n  training samples : %s\n  export reports   : %s\n  benchmark table  : %s\n' \
   "$OUT/translated.mp4" "$OUT/run/samples/" "$OUT/export/g_AtoB.parity.json" "$OUT/bench/results.md"
