@@ -9,7 +9,6 @@ partial, temp, probe or lock files left, no output folder created for nothing, a
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import pickle
@@ -20,47 +19,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import leftovers, one_error, run_cli, sha256
 from faults import refuse_writes
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from cyclegan_deploy.cli import main  # noqa: E402
 from cyclegan_deploy.errors import ParityError  # noqa: E402
 from cyclegan_deploy.export.tensorrt import tensorrt_unavailable  # noqa: E402
 from cyclegan_deploy.train.checkpoints import save_generator  # noqa: E402
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture
 def checkpoint(tiny_generator_file: Path) -> Iterator[Path]:
     """The tiny generator file; after the test it must be byte-for-byte what it was."""
-    before = _sha(tiny_generator_file)
+    before = sha256(tiny_generator_file)
     yield tiny_generator_file
-    assert _sha(tiny_generator_file) == before
+    assert sha256(tiny_generator_file) == before
 
 
 def _export(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main(["export", *map(str, args)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, "export", *args)
 
 
 def _one_error(err: str, *names: str) -> str:
-    assert "Traceback" not in err and "Warning" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
-
-
-def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if "partial" in p.name or p.name.endswith(".lock")
-            or p.name.startswith(".cgdeploy-write-test")]
+    return one_error(err, *names, alone=True, no_warnings=True)
 
 
 def _save_state(path: Path, state: dict, protocol: int = 2) -> Path:
@@ -75,12 +58,12 @@ def test_non_finite_weights_and_outputs_fail(tiny_resnet, tmp_path: Path, capsys
     state = model.state_dict()
     nan = _save_state(tmp_path / "nan_net_G_A.pth",
                       {k: v * float("nan") if v.is_floating_point() else v for k, v in state.items()})
-    before = _sha(nan)
+    before = sha256(nan)
     out = tmp_path / "out"
     code, _, err = _export(capsys, nan, "-o", out)
     assert code == 1
     _one_error(err, f"{nan}: tensor 'model.1.weight' holds", "NaN/inf", "earlier checkpoint")
-    assert not out.exists() and _sha(nan) == before
+    assert not out.exists() and sha256(nan) == before
 
     # finite weights whose first conv overflows float32: the model outputs NaN, which used to "pass" (NaN > tol
     # is False); the report stays strict JSON
@@ -92,7 +75,7 @@ def test_non_finite_weights_and_outputs_fail(tiny_resnet, tmp_path: Path, capsys
     report = json.loads((out / "g_AtoB.parity.json").read_text(),
                         parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert report["passed"] is False and report["max_abs"] is None and report["cases"][0]["nonfinite_reference"]
-    assert not (out / "g_AtoB.onnx").exists() and (out / "g_AtoB.rejected.onnx").exists() and not _leftovers(tmp_path)
+    assert not (out / "g_AtoB.onnx").exists() and (out / "g_AtoB.rejected.onnx").exists() and not leftovers(tmp_path)
 
     # the gate itself, for a candidate that alone outputs NaN/inf
     from cyclegan_deploy.export.validate import validate_candidate
@@ -175,14 +158,14 @@ def test_existing_outputs_are_refused_unless_force(checkpoint: Path, tmp_path: P
     code, stdout, err = _export(capsys, checkpoint, "-o", out, "--no-validate")
     assert code == 0 and err == "", err  # nothing but our own lines (no exporter log records or warnings)
     assert all(line.startswith(("loaded ", "wrote ", "done: ", "  g_")) for line in stdout.splitlines()), stdout
-    before = {p: _sha(p) for p in out.iterdir()}
+    before = {p: sha256(p) for p in out.iterdir()}
     code, stdout, err = _export(capsys, checkpoint, "-o", out)
     assert code == 1
     _one_error(err, f"{out / 'g_AtoB.onnx'}: the output file already exists", "--force")
-    assert {p: _sha(p) for p in out.iterdir()} == before and "wrote" not in stdout
+    assert {p: sha256(p) for p in out.iterdir()} == before and "wrote" not in stdout
     code, _, err = _export(capsys, checkpoint, "-o", out, "--force")
     assert code == 0, err
-    assert {p.name for p in out.iterdir()} == {"g_AtoB.onnx", "g_AtoB.parity.json"} and not _leftovers(tmp_path)
+    assert {p.name for p in out.iterdir()} == {"g_AtoB.onnx", "g_AtoB.parity.json"} and not leftovers(tmp_path)
 
 
 # ---- 9. misleading messages: what exactly is wrong with a checkpoint, no torch warnings, no empty folders --
@@ -207,12 +190,12 @@ def test_bad_checkpoints_say_what_is_wrong(tiny_resnet, tmp_path: Path, capsys: 
             path.write_bytes(content)
         else:
             _save_state(path, content, protocol=4 if name.startswith("proto4") else 2)
-        before = _sha(path)
+        before = sha256(path)
         out = tmp_path / "exports" / name
         code, _, err = _export(capsys, path, "-o", out)
         assert code == 1, name
         line = _one_error(err, f"{path}: ", expected)  # _one_error: no "Detected pickle protocol" UserWarning
-        assert "the keys fit" not in line and _sha(path) == before
+        assert "the keys fit" not in line and sha256(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(cases)  # no (empty) output folders
 
 

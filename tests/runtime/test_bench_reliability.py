@@ -9,7 +9,6 @@ lock files left, and the model files unchanged (sha256).
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_checks import leftovers, one_error, run_cli, sha256  # noqa: E402
 from faults import refuse_writes
 
 from cyclegan_deploy import bench
@@ -31,40 +31,22 @@ pytest.importorskip("onnxruntime")
 QUICK = ["--repeats", "3", "--warmup", "1", "--max-seconds", "1", "--threads", "1"]
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+
 
 
 @pytest.fixture
 def model(tiny_onnx: Path, tiny_generator_file: Path) -> Iterator[Path]:
     """The tiny ONNX model; after the test, both model files must be byte-for-byte what they were."""
-    before = {p: _sha(p) for p in (tiny_onnx, tiny_generator_file)}
+    before = {p: sha256(p) for p in (tiny_onnx, tiny_generator_file)}
     yield tiny_onnx
-    assert {p: _sha(p) for p in before} == before
+    assert {p: sha256(p) for p in before} == before
 
 
 def _bench(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(["bench", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, "bench", *args)
 
 
-def _one_error(err: str, *names: str, alone: bool = False) -> str:
-    """The single `error:` line; with alone=True it is all of stderr (refused before any case ran)."""
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1, err
-    if alone:
-        assert lines == errors, err
-    for name in names:
-        assert name in errors[0], errors[0]
-    return errors[0]
-
-
-def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if "partial" in p.name or p.name.endswith(".lock")
-            or p.name.startswith(".cgdeploy-write-test")]
+_one_error, _leftovers = one_error, leftovers
 
 
 # ---- 1. OS errors on the results folder -------------------------------------------------------------------
@@ -196,13 +178,13 @@ def test_bad_video_fails_before_running(model: Path, tmp_path: Path, capsys: pyt
     pytest.importorskip("av")
     clip = tmp_path / "bad.mp4"
     clip.write_bytes(b"not a video at all" * 100)
-    before = _sha(clip)
+    before = sha256(clip)
     out = tmp_path / "res"
     rc, _, err = _bench(capsys, "--model", str(model), "-o", str(out), "--backends", "onnxruntime",
                         "--sizes", "32x32", "--video", str(clip), *QUICK)
     assert rc == 1
     _one_error(err, str(clip), "not a readable video", alone=True)
-    assert not out.exists() and _sha(clip) == before and _leftovers(tmp_path) == []
+    assert not out.exists() and sha256(clip) == before and _leftovers(tmp_path) == []
 
 
 def test_video_that_cannot_run_fails_after_writing_the_results(
@@ -211,7 +193,7 @@ def test_video_that_cannot_run_fails_after_writing_the_results(
     from cyclegan_deploy.sample_media import make_sample_video
 
     clip = make_sample_video(tmp_path / "clip.mp4", frames=4, size=(32, 32), audio=None)
-    before = _sha(clip)
+    before = sha256(clip)
     out = tmp_path / "res"
     rc, stdout, err = _bench(capsys, "--model", str(model), "-o", str(out), "--backends", "onnxruntime",
                              "--sizes", "32x32", "--video", str(clip), "--video-backend", "tensorrt", *QUICK)
@@ -219,7 +201,7 @@ def test_video_that_cannot_run_fails_after_writing_the_results(
     _one_error(err, str(clip), "video benchmark did not run", "needs --engine", str(out / "results.md"))
     data = json.loads((out / "results.json").read_text())  # the inference results that ran are kept
     assert data["cases"][0]["status"] == "ok" and data["video"]["status"].startswith("unavailable")
-    assert "wrote" in stdout and _sha(clip) == before and _leftovers(tmp_path) == []
+    assert "wrote" in stdout and sha256(clip) == before and _leftovers(tmp_path) == []
 
 
 # ---- 5. overwrite rule, lock, interrupted runs ---------------------------------------------------------
@@ -230,13 +212,13 @@ def test_existing_results_are_refused_without_force(model: Path, tmp_path: Path,
     out = tmp_path / "res"
     args = ["--model", str(model), "-o", str(out), "--backends", "onnxruntime", "--sizes", "32x32", *QUICK]
     assert _bench(capsys, *args)[0] == 0
-    first = _sha(out / "results.json")
+    first = sha256(out / "results.json")
     rc, _, err = _bench(capsys, *args)
     assert rc == 1
     _one_error(err, str(out / "results.json"), "--force", alone=True)
-    assert _sha(out / "results.json") == first
+    assert sha256(out / "results.json") == first
     assert _bench(capsys, *args, "--force")[0] == 0
-    assert _sha(out / "results.json") != first and _leftovers(tmp_path) == []
+    assert sha256(out / "results.json") != first and _leftovers(tmp_path) == []
 
 
 def test_a_second_run_to_the_same_folder_is_refused(model: Path, tmp_path: Path,

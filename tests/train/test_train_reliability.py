@@ -8,7 +8,6 @@ partial, temp, probe or lock files left, no empty folder created, and the input 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import signal
 import subprocess
@@ -18,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_checks import leftovers, one_error, run_cli, sha256
 from faults import refuse_writes
 
 torch = pytest.importorskip("torch")
 
-from cyclegan_deploy.cli import main  # noqa: E402
 from cyclegan_deploy.train.loop import CHECKPOINT  # noqa: E402
 from cyclegan_deploy.train.synthetic import write_synthetic  # noqa: E402
 
@@ -31,7 +30,7 @@ TINY = ["--ngf", "8", "--ndf", "8", "--n-blocks", "1", "--crop-size", "32", "--l
 
 
 def _hashes(root: Path) -> dict[Path, str]:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p: sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -55,24 +54,7 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _one_error(err: str, *names: str) -> str:
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    for name in names:
-        assert name in errors[0], errors[0]
-    return errors[0]
-
-
-def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if "partial" in p.name or p.name.endswith(".lock")
-            or p.name.startswith(".cgdeploy-write-test")]
+_run, _one_error, _leftovers = run_cli, one_error, leftovers
 
 
 # ---- 2. OS errors: read-only folder, full disk (torch's zip writer included), mid-way through data synth ----
