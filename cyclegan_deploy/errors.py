@@ -53,3 +53,16 @@ class OutputError(CgDeployError):
 
 class MediaError(CgDeployError):
     """A video/image input is missing, truncated or not decodable, or the output can't be written."""
+
+
+def interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C/SIGTERM interrupt a library wrapped into its own exception (torch.export does), if any:
+    re-raise it so the command ends as interrupted (130/143) with its cleanup, not as that library's failure."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -43,6 +43,7 @@ from cyclegan_deploy.model_checks import (
 from cyclegan_deploy.outputs import check_writable, locked, missing_dirs, os_error_message, remove_empty_dirs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 WRITE_AS = {".gif": ".png", ".ppm": ".png", ".pgm": ".png"}  # formats we read but would write badly
 LOCK_NAME = ".cgdeploy-translate"  # out_dir/.<it>.lock: held while a run writes into the folder
@@ -196,6 +197,8 @@ def translate_images(src: str | Path, out_dir: str | Path, backend: Backend, *, 
     src, out_dir = Path(src), Path(out_dir)
     if not src.exists():
         raise MediaError(f"{src}: no such file or folder; check the path")
+    if src.is_file() and src.suffix.lower() in VIDEO_SUFFIXES:
+        raise MediaError(f"{src}: is a video, not an image; translate videos with `cgdeploy video {src.name} -o OUT`")
     if batch < 1:
         raise ConfigError(f"--batch {batch}: must be at least 1")
     if out_dir.exists() and not out_dir.is_dir():

@@ -37,6 +37,11 @@ def refuse_existing(path: Path, force: bool, option: str = "-o") -> None:
 def os_error_message(e: OSError, path: Path | str | None = None) -> str:
     """One line for an operating-system error on an output: the file, what the system said, the fix."""
     where = e.filename or path or ""
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and where and not Path(os.fsdecode(where)).is_dir():
+        # mkdir(parents=True) met a file where a folder of the output path must be: name that file
+        blocker = next((p for p in (Path(os.fsdecode(where)), *Path(os.fsdecode(where)).parents)
+                        if p.exists() and not p.is_dir()), Path(os.fsdecode(where)))
+        return f"{blocker}: a file is in the way where a folder is needed; choose another output path"
     fix = {errno.ENOSPC: "the disk is full: free space or write somewhere else",
            errno.EDQUOT: "the disk quota is exhausted: free space or write somewhere else",
            errno.EACCES: "no permission to write there: choose another output folder or fix its permissions",

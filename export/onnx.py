@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cyclegan_deploy.artifacts import atomic_output
-from cyclegan_deploy.errors import ExportError
+from cyclegan_deploy.errors import ExportError, interrupt_behind
 from cyclegan_deploy.metadata import ModelMeta
 from cyclegan_deploy.train.registry import family_of_card
 
@@ -145,6 +145,8 @@ def export_onnx(model: nn.Module, meta: ModelMeta, path: Path, *, opset: int = D
                                         input_names=["input"], output_names=["output"],
                                         dynamic_shapes=(dims,), external_data=False, verbose=False)
     except Exception as e:  # the exporter raises many types; the message is what the user needs
+        if (interrupt := interrupt_behind(e)) is not None:  # Ctrl-C/SIGTERM inside torch.export: not its failure
+            raise interrupt from None
         raise ExportError(f"{path}: torch.onnx.export (dynamo) failed for {meta.arch}: "
                           f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from e
     assert program is not None

@@ -21,7 +21,7 @@ from PIL import Image
 
 from cyclegan_deploy.artifacts import atomic_dir
 from cyclegan_deploy.errors import DataError, OutputError
-from cyclegan_deploy.outputs import check_writable, output_errors, refuse_existing, removed_if_failed
+from cyclegan_deploy.outputs import check_writable, locked, output_errors, refuse_existing, removed_if_failed
 from cyclegan_deploy.quality import psnr
 
 if TYPE_CHECKING:
@@ -164,16 +164,14 @@ def write_synthetic(out: str | Path, n_train: int = 400, n_test: int = 50, size:
         raise DataError(f"--n-train and --n-test must be >= 1 (got {n_train}, {n_test})")
     if size < 16:
         raise DataError(f"--size must be >= 16 pixels, got {size}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # an empty folder holds nothing to lose
-        try:
-            refuse_existing(out, overwrite, option="OUT_DIR")
-        except OutputError as e:  # the one overwrite rule's words, as the DataError this function raises
-            raise DataError(str(e)) from None
+    _refuse_existing(out, overwrite)
     mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
     with removed_if_failed(out.parent), output_errors(out):
         check_writable(out.parent)
         _check_resources(out, 2 * (n_train + n_test), size)
-        with atomic_dir(out, replace=True) as tmp:
+        # two `data synth` of one folder: the second is refused (PID named), and re-checks after the first won
+        with locked(out, option="OUT_DIR"), atomic_dir(out, replace=True) as tmp:
+            _refuse_existing(out, overwrite)
             for folder in ("trainA", "trainB", "testA", "testB_true"):
                 (tmp / folder).mkdir()
             for i in range(n_train):
@@ -187,6 +185,14 @@ def write_synthetic(out: str | Path, n_train: int = 400, n_test: int = 50, size:
                     "n_test": n_test, "layout": "trainA: scenes; trainB: f(other scenes); testB_true: f(testA)"}
             (tmp / MAPPING_NAME).write_text(json.dumps(card, indent=2) + "\n")
     return out
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # an empty folder holds nothing to lose
+        try:
+            refuse_existing(out, overwrite, option="OUT_DIR")
+        except OutputError as e:  # the one overwrite rule's words, as the DataError this function raises
+            raise DataError(str(e)) from None
 
 
 def read_mapping(data_root: str | Path) -> dict[str, Any]:

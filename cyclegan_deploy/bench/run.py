@@ -38,7 +38,8 @@ from cyclegan_deploy.bench.metrics import (
 )
 from cyclegan_deploy.bench.timing import BenchBackend, Loader, Log, check_device, default_loader, timed
 from cyclegan_deploy.bench.timing import run_size as backend_run_size
-from cyclegan_deploy.errors import ConfigError
+from cyclegan_deploy.errors import ConfigError, ModelError
+from cyclegan_deploy.model_checks import all_finite
 
 
 def _stderr(text: str) -> None:
@@ -92,7 +93,11 @@ class _Model:
                     rh, rw = backend_run_size(backend, h, w)
                     if (rh, rw) not in self.reference:
                         log(f"reference {name} at {rh}x{rw}")
-                        self.reference[(rh, rw)] = np.asarray(backend(self.input(1, rh, rw)))[0]
+                        out = np.asarray(backend(self.input(1, rh, rw)))[0]
+                        if not all_finite(out):  # parity against NaN would "measure" nothing
+                            raise ModelError(f"{self.cfg.artifact(spec.artifact)}: the reference ({name}) returned "
+                                             "NaN/Inf values; the model is broken (damaged weights or overflow)")
+                        self.reference[(rh, rw)] = out
             finally:
                 backend.close()
             self.reference_status = f"ok: {getattr(backend, 'name', name)}"

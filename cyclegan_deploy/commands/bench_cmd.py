@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from cyclegan_deploy.commands.options import CHECKPOINT, ENGINE, FORCE, MODEL
-from cyclegan_deploy.errors import CgDeployError, ConfigError
-from cyclegan_deploy.outputs import check_writable, locked, refuse_existing
+from cyclegan_deploy.errors import CgDeployError, ConfigError, ModelError
+from cyclegan_deploy.outputs import check_writable, locked, output_errors, refuse_existing
 
 if TYPE_CHECKING:
     from cyclegan_deploy.bench import BenchConfig
@@ -165,14 +165,19 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                           reference=reference, baseline=baseline, video=video, video_backend=video_backend)
         cfg.needed_artifacts()  # unknown backend names fail here, before anything is made
         preflight(cfg)  # sizes, memory and the clip, before the folder is touched (run_bench checks again)
-        with _results_folder(out, force):
+        with output_errors(out), _results_folder(out, force):
             cfg = make_graphs_for(cfg, echo=lambda text: typer.echo(text, err=True))
             results = run_bench(cfg)
             written = write_outputs(results, out)
         print_table(results)
         typer.echo("wrote " + ", ".join(written.values()))
+        if "NaN/Inf" in results["reference"]["status"]:  # the model itself is broken, whatever else ran
+            raise ModelError(results["reference"]["status"].split(": ", 1)[-1] + f"; details in {out / 'results.md'}")
         if not any(r["status"] == "ok" for r in results["cases"]):
-            raise CgDeployError(f"no backend ran; the reasons are in {out / 'results.md'}")
+            reasons = list(dict.fromkeys(r["status"] for r in results["cases"]))
+            # one shared reason (a NaN checkpoint, a missing runtime) is the message; several are in results.md
+            why = f": {reasons[0]}" + (f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else "")
+            raise CgDeployError(f"no backend ran{why}; details in {out / 'results.md'}")
         if results.get("video") and results["video"]["status"] != "ok":
             raise CgDeployError(f"{video}: the video benchmark did not run ({results['video']['status']}); the "
                                 f"other results are in {out / 'results.md'}")

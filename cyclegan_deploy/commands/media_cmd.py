@@ -22,6 +22,7 @@ from cyclegan_deploy.commands.options import (
 )
 from cyclegan_deploy.errors import CheckpointError
 from cyclegan_deploy.frames import parse_size
+from cyclegan_deploy.outputs import output_errors
 
 if TYPE_CHECKING:
     from cyclegan_deploy.backends import Backend
@@ -93,7 +94,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         opts = VideoOptions(batch=batch, side_by_side=side_by_side, start=start, duration=duration, crf=crf,
                             codec=codec, preset=preset, pix_fmt=pix_fmt, size=_size(size), audio=not no_audio,
                             progress=progress, force=force, model=artifact)
-        with _open_backend(artifact, backend, device, precision, threads) as be:
+        # OS errors while writing (disk full mid-encode: FFmpeg's carry no file name) name the output
+        with output_errors(output), _open_backend(artifact, backend, device, precision, threads) as be:
             report = translate_video(src, output, be, opts)
         typer.echo(report.summary())
 
@@ -118,7 +120,7 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         from cyclegan_deploy.images import translate_images
 
         artifact = resolve_artifact(engine, model, checkpoint)
-        with _open_backend(artifact, backend, device, precision, threads) as be:
+        with output_errors(output), _open_backend(artifact, backend, device, precision, threads) as be:
             report = translate_images(src, output, be, batch=batch, size=_size(size), force=force,
                                       progress=progress, model=artifact)
         typer.echo(report.summary())
