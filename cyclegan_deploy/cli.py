@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except (CgDeployError, OSError) as e:
+        if _state["terminated"] and not _state["debug"]:
+            return _interrupted()
         if _state["debug"]:
             raise
         from cyclegan_deploy.outputs import os_error_message
@@ -99,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         text = os_error_message(e) if isinstance(e, OSError) else str(e)
         typer.secho(f"error: {text}", err=True, fg="red")
         return 1
+    except Exception:
+        # SIGTERM landing inside a library (a C extension's import turns it into "ImportError: initialization
+        # failed") is still the user's SIGTERM: exit 143 with its cleanup done, not that library's traceback
+        if _state["terminated"] and not _state["debug"]:
+            return _interrupted()
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

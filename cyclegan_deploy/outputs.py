@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def _acquire(lock_path: Path, target: Path, option: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder_pid(fd)
             os.close(fd)
             raise OutputError(f"{target}: in use by another cgdeploy process (PID {holder}); wait for it to finish "
                               f"or choose another {option}") from None
@@ -105,6 +106,16 @@ def _acquire(lock_path: Path, target: Path, option: str) -> int:
         if same:
             return fd
         os.close(fd)
+
+
+def _holder_pid(fd: int) -> str:
+    """The PID the holder writes right after it takes the lock (a few ms to wait for, at most)."""
+    for _ in range(50):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return "unknown"
 
 
 def _alive(pid: int) -> bool:
