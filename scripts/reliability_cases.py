@@ -611,7 +611,8 @@ def execute(case: Case) -> dict[str, Any]:
     cdir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"id": case.cid, "class": case.cls, "class_name": CLASSES[case.cls][0],
                               "what": case.what, "argv": case.argv, "command": show(case.argv),
-                              "kind": case.kind, "expected": case.expect, "umask": f"{case.umask or 0o022:03o}"}
+                              "kind": case.kind, "pid": case.pid, "expected": case.expect,
+                              "umask": f"{case.umask or 0o022:03o}"}
     if case.skip:
         return record | {"verdict": "SKIP", "reasons": [case.skip], "got": "-", "seconds": 0.0}
     try:
@@ -1540,7 +1541,8 @@ def write_report(records: list[dict[str, Any]], facts: dict[str, Any], out: Path
         lines += [f"## {k}. {CLASSES[k][1]}", "", "| case | what | command | expected | got | verdict |",
                   "|---|---|---|---|---|---|"]
         for r in (x for x in records if x["class"] == k):
-            exp = str(r["expected"]) + (" (one of two; other 1 naming its PID)" if r["kind"] == "pair" else "")
+            exp = str(r["expected"]) + ((" (one of two; other 1 naming its PID)" if r.get("pid", True) else
+                                         " (one of two; other 1)") if r["kind"] == "pair" else "")
             if r.get("umask") and r["umask"] != "022":
                 exp += f", umask {r['umask']}"
             verdict = r["verdict"] + (": " + md_cell("; ".join(r["reasons"]), 200) if r["reasons"] else "")
