@@ -136,11 +136,17 @@ class StopFlag:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        for signum, previous in self._previous.items():
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        previous_handlers = self._previous
+        for signum, previous in previous_handlers.items():
             if previous is not None:  # None: installed outside Python, cannot be restored from here
                 signal.signal(signum, previous)
         self._previous = {}
+        if self.requested and exc_type is None:
+            # the signal came after the loop's last check (the final step, the last epoch's outputs): the run
+            # is complete and saved, but the user still asked to stop, so end as interrupted (130/143)
+            self._previous = previous_handlers
+            self.interrupt()
 
 
 # --- progress ---
