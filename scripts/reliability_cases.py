@@ -1460,11 +1460,17 @@ def source_fingerprint() -> str:
 
 
 def git_commit() -> str:
-    try:  # read-only
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+    """HEAD, plus a note when the product's sources in the tree differ from it (read-only git calls only)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True).stdout.strip()
+        files = subprocess.run(["git", "ls-files", "cyclegan_deploy", "export", "train"], cwd=REPO,
+                               capture_output=True, text=True).stdout.split()
+        dirty = [f for f in files if f.endswith(".py") and (REPO / f).exists() and subprocess.run(
+            ["git", "show", f"HEAD:{f}"], cwd=REPO, capture_output=True).stdout != (REPO / f).read_bytes()]
     except OSError:
         return ""
+    return head + (f" with uncommitted changes to {len(dirty)} product file(s)" if dirty else "")
 
 
 def machine_facts() -> dict[str, Any]:
