@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cyclegan_deploy import artifacts
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ParityError
@@ -48,6 +48,10 @@ class ExportOptions:
     ov_precision: str = "f32"
     validate: bool = True
     safety_images: Path | None = None
+    int8: bool = False  # also write g_*.int8.onnx (NNCF QDQ, accuracy-guarded)
+    calib: Path | None = None  # calibration images (default: the run's training data, else the built-in set)
+    calib_size: int = 64
+    int8_min_psnr: float = 40.0  # the guard's floor and the int8 parity gate's tolerance
     opset: int = 20
     force: bool = False  # replace existing outputs in out_dir (refused otherwise)
 
@@ -58,6 +62,8 @@ class ExportResult:
     parity: list[ParityReport] = field(default_factory=list)
     safety: list[SafetyReport] = field(default_factory=list)
     metas: list[ModelMeta] = field(default_factory=list)
+    holdout: dict[str, list[Any]] = field(default_factory=dict)  # direction -> held-out calibration images
+    int8_min_psnr: float | None = None
 
 
 def _check_options(opts: ExportOptions) -> None:
@@ -68,6 +74,18 @@ def _check_options(opts: ExportOptions) -> None:
     opts.ov_precision = OPENVINO_NAMES[canonical_precision(opts.ov_precision, tuple(OPENVINO_NAMES), "--ov-precision")]
     if opts.fp16_norm not in ("fp32", "fp16"):
         raise ConfigError(f"--fp16-norm {opts.fp16_norm!r}: use fp32 or fp16")
+    if opts.engine and opts.fp16 and opts.int8:
+        raise ConfigError("--engine builds from one graph: pass --fp16 (FP16 engine) or --int8 (INT8 engine by "
+                          "explicit quantization), not both")
+    if (opts.calib is not None or opts.calib_size != 64 or opts.int8_min_psnr != 40.0) and not opts.int8:
+        raise ConfigError("--calib, --calib-size and --int8-min-psnr only apply with --int8; add --int8")
+    if opts.calib is not None and not opts.calib.is_dir():
+        raise ConfigError(f"--calib {opts.calib}: no such folder; pass a folder of images like the ones the "
+                          "generator will translate (searched recursively)")
+    if opts.calib_size < 1:
+        raise ConfigError(f"--calib-size {opts.calib_size}: use at least 1 image (default 64)")
+    if not 0 < opts.int8_min_psnr < 200:
+        raise ConfigError(f"--int8-min-psnr {opts.int8_min_psnr:g}: use a PSNR in dB between 0 and 200 (default 40)")
     if not opts.checkpoint.exists():
         raise ConfigError(f"{opts.checkpoint}: no such checkpoint or run dir; pass a run dir of `cgdeploy train`, "
                           "a generator .pth of ours or a reference *_net_G*.pth")
@@ -98,6 +116,10 @@ def planned_outputs(opts: ExportOptions, direction: str) -> list[Path]:
         fp16_path = artifacts.graph_path(onnx_path, "fp16")
         graphs.append(fp16_path)
         files += [fp16_path, artifacts.safety_path(fp16_path)]
+    if opts.int8:
+        int8_path = artifacts.graph_path(onnx_path, "int8")
+        graphs.append(int8_path)
+        files.append(int8_path)
     if opts.target == "openvino":
         xml = artifacts.ir_path(opts.out_dir, direction)
         graphs.append(xml)
@@ -200,6 +222,8 @@ def _export_direction(model: nn.Module, meta: ModelMeta, opts: ExportOptions, re
     source = onnx_path
     if opts.fp16:
         source = _export_fp16(model, meta, onnx_path, opts, result, echo)
+    if opts.int8:
+        source = _export_int8(model, meta, onnx_path, opts, result, echo)
     if opts.target == "openvino":
         _export_openvino(model, meta, onnx_path, opts, result, echo)
     return source
@@ -227,6 +251,40 @@ def _export_fp16(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: Expor
     return fp16_path
 
 
+def _export_int8(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: ExportOptions, result: ExportResult,
+                 echo: Callable[[str], None]) -> Path:
+    from cyclegan_deploy.export.calibration import collect
+    from cyclegan_deploy.export.int8 import export_int8
+
+    calibration = collect(opts.calib, opts.checkpoint, meta, opts.calib_size, echo)
+    result.holdout[meta.direction], result.int8_min_psnr = calibration.holdout, opts.int8_min_psnr
+    path, q = export_int8(onnx_path, artifacts.graph_path(onnx_path, "int8"), calibration, opts.int8_min_psnr, echo)
+    result.files.append(path)
+    kept = ", ".join(k["module"] for k in q.kept_float) or "none"
+    echo(f"wrote {path} (QDQ: {q.quantized_convs} convolutions int8; float: InstanceNormalization, the output "
+         f"conv, guard-kept: {kept}; {q.psnr_db:.2f} dB vs fp32 on the held-out images, {q.runtime})")
+    if opts.validate:
+        _gate(lambda: _int8_gate(model, meta, path, calibration.holdout, opts.int8_min_psnr), path, result)
+        echo(result.parity[-1].summary())
+    return path
+
+
+def _int8_gate(model: nn.Module, meta: ModelMeta, path: Path, images: list[Any], min_psnr: float) -> ParityReport:
+    """The int8 graph through the runtime's OpenVINO backend (int8 kernels, verified) where installed, else
+    ONNX Runtime, vs PyTorch FP32 on the held-out calibration images (natural inputs: random ones would leave
+    the calibrated ranges)."""
+    from cyclegan_deploy.backends import available_backends, load_backend
+    from cyclegan_deploy.backends.base import UNAVAILABLE
+    from cyclegan_deploy.export.validate import validate_candidate
+
+    backend = "onnxruntime" if available_backends(["openvino"])["openvino"].startswith(UNAVAILABLE) else "openvino"
+    with load_backend(path, backend=backend, device="cpu") as runner:
+        return validate_candidate(model, meta, runner, artifact=path, candidate=runner.name, precision="int8",
+                                  min_psnr=min_psnr, images=images, echo=False,
+                                  note=f"INT8 QDQ graph on {runner.name} vs PyTorch FP32 CPU, on the held-out "
+                                       "calibration images")
+
+
 def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: ExportOptions,
                      result: ExportResult, echo: Callable[[str], None]) -> None:
     from cyclegan_deploy.export.openvino import cpu_supports, export_openvino, openvino_runner
@@ -250,10 +308,18 @@ def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: E
 
 def _build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportOptions, result: ExportResult,
                    echo: Callable[[str], None], missing_tensorrt: str | None = None) -> None:
-    from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile, trtexec_command
+    from cyclegan_deploy.export.tensorrt import (
+        BuildOptions,
+        build_engine,
+        check_engine_source,
+        derive_profile,
+        trtexec_command,
+    )
 
     options = BuildOptions(workspace_gb=opts.workspace_gb, opt_level=opts.opt_level,
                            timing_cache=opts.timing_cache or opts.out_dir / "tensorrt.timing.cache")
+    for _, _, source in built:
+        check_engine_source(source)
     if missing_tensorrt:
         for _, meta, source in built:
             profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
@@ -271,23 +337,25 @@ def _build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportO
         echo(f"wrote {plan} (TensorRT {sidecar.tensorrt_version}, {sidecar.gpu_name} sm {sidecar.compute_capability},"
              f" {sidecar.precision}, profile min {profile.min} opt {profile.opt} max {profile.max})")
         if opts.validate:
-            _gate_engine(model, meta, plan, sidecar.precision, profile, result)
+            _gate_engine(model, meta, plan, sidecar.precision, profile, result, result.holdout.get(meta.direction))
             echo(result.parity[-1].summary())
 
 
 def _gate_engine(model: nn.Module, meta: ModelMeta, plan: Path, precision: str, profile: Profile,
-                 result: ExportResult) -> None:
-    """Engine parity through the runtime's TensorRT backend, at the profile's opt and min sizes."""
+                 result: ExportResult, images: list[Any] | None = None) -> None:
+    """Engine parity through the runtime's TensorRT backend, at the profile's opt and min sizes (an INT8
+    engine: on the held-out calibration images, as its graph's gate)."""
     from cyclegan_deploy.backends import load_backend
     from cyclegan_deploy.export.validate import validate_candidate
 
     sizes = [(profile.opt[2], profile.opt[3]), (profile.min[2], profile.min[3])]
     batch = max(profile.min[0], min(2, profile.max[0]))
+    min_psnr = result.int8_min_psnr if precision == "int8" else None
     with load_backend(plan, backend="tensorrt", device="cuda") as backend:
         # GPU FP32 kernels differ from CPU ones (TF32 is off): 1e-3 abs is an unmeasured starting point
         _gate(lambda: validate_candidate(model, meta, backend, artifact=plan, candidate="tensorrt", echo=False,
                                          precision=precision, max_abs=1e-3 if precision == "fp32" else None,
-                                         sizes=sizes, batch=batch,
+                                         min_psnr=min_psnr, sizes=sizes, batch=batch, images=images,
                                          note="TensorRT engine via the runtime backend vs PyTorch FP32 CPU"),
               plan, result)
 

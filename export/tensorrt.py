@@ -2,7 +2,10 @@
 
 The precision is the ONNX graph's own: the network is strongly typed (10.x: STRONGLY_TYPED creation flag;
 11.x: always, the flag may be gone), so an FP16 engine comes from g_*.fp16.onnx whose InstanceNormalization
-is already FP32 behind explicit casts. No precision builder flags are used (11.x removed them).
+is already FP32 behind explicit casts, and an INT8 engine from g_*.int8.onnx by explicit quantization (its
+QuantizeLinear/DequantizeLinear pairs; TensorRT takes only signed int8 with zero point 0, which
+check_engine_source verifies before any TensorRT call). No precision builder flags are used (11.x removed
+them; with explicit Q/DQ, 10.x needs none either).
 
 Everything except build_engine/gpu_info/tensorrt_version is pure Python and tested on CPU machines;
 `import tensorrt` happens only inside those functions.
@@ -123,7 +126,7 @@ def profile_memory(meta: ModelMeta, profile: Profile, precision: str = "fp32") -
     """Bytes an engine needs at its profile's max shape, at least: the widest activation (ngf channels at full
     resolution bounds both families) as one layer's input and output, plus the float32 input and output."""
     n, _, h, w = profile.max
-    element = 2 if precision == "fp16" else 4
+    element = 2 if precision == "fp16" else 4  # int8 engines keep their instance norms in float: count 4
     return n * h * w * (2 * max(meta.ngf, 1) * element + (meta.input_nc + meta.output_nc * meta.scale**2) * 4)
 
 
@@ -142,12 +145,38 @@ def check_profile_memory(meta: ModelMeta, profile: Profile, workspace_gb: float,
                       "the training size, batch 4)")
 
 
+def check_engine_source(onnx_path: Path) -> str:
+    """The graph's precision; for an int8 graph, refuse what TensorRT's explicit quantization cannot take
+    (uint8 or non-zero zero points, or no Q/DQ at all) with a message naming the fix. Pure Python: no TensorRT."""
+    card = read_card(onnx_path)
+    if card.precision != "int8":
+        return card.precision
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if not qdq:
+        raise ExportError(f"{onnx_path}: the card says int8 but the graph has no QuantizeLinear/DequantizeLinear; "
+                          "re-export with `cgdeploy export CKPT -o DIR --int8`")
+    for node in qdq:
+        zp = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zp is not None and (zp.data_type != TensorProto.INT8 or numpy_helper.to_array(zp).any()):
+            kind = TensorProto.DataType.Name(zp.data_type)
+            raise ExportError(f"{onnx_path}: {node.op_type} {node.name!r} has a {kind} zero point or one that is "
+                              "not 0; TensorRT takes only symmetric signed int8 (zero point 0). Re-export with "
+                              "`cgdeploy export CKPT -o DIR --int8`, which writes that")
+    return "int8"
+
+
 def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: BuildOptions | None = None
                  ) -> EngineSidecar:
     """Build a strongly typed engine from `onnx_path`, write `plan_path` (temp + rename), its sidecar and the
     timing cache. Raises BackendUnavailableError without TensorRT/GPU, ExportError when parsing/building fails."""
     options = options or BuildOptions()
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    check_engine_source(onnx_path)
     _import_tensorrt(
         f"the ONNX artifacts were written ({onnx_path.parent}); build the engine on a machine with TensorRT and an "
         "NVIDIA GPU via `cgdeploy export CHECKPOINT -o DIR --engine` or "

@@ -69,7 +69,8 @@ class ParityReport:
 
     def summary(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        sizes = ", ".join("x".join(map(str, c.shape)) for c in self.cases)
+        shapes = ["x".join(map(str, c.shape)) for c in self.cases]
+        sizes = ", ".join(dict.fromkeys(s if shapes.count(s) == 1 else f"{shapes.count(s)} x {s}" for s in shapes))
         bad_ref, bad_out = (sum(getattr(c, f"nonfinite_{w}") for c in self.cases) for w in ("reference", "candidate"))
         nonfinite = f", NaN/inf values: reference {bad_ref}, candidate {bad_out}" if bad_ref or bad_out else ""
         return (f"parity {verdict} {Path(self.artifact).name} ({self.candidate} vs {self.reference}) on {sizes}: "
@@ -187,8 +188,9 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
                        sizes: list[tuple[int, int]] | None = None, batch: int = 2, seed: int = 0,
                        max_abs: float | None = None, min_psnr: float | None = None,
                        report_path: Path | None = None, raise_on_fail: bool = True, echo: bool = True,
-                       ) -> ParityReport:
-    """The gate for any runner of float32 NCHW [-1,1] batches (ORT, OpenVINO, a TensorRT backend...)."""
+                       images: Sequence[np.ndarray] | None = None) -> ParityReport:
+    """The gate for any runner of float32 NCHW [-1,1] batches (ORT, OpenVINO, a TensorRT backend...).
+    Cases: seeded images at `sizes` (batch `batch`), or the given model-range NCHW `images`, one case each."""
     artifact = Path(artifact)
     if precision == "fp32":
         tolerance = {"max_abs": FP32_MAX_ABS if max_abs is None else max_abs}
@@ -196,10 +198,10 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
         tolerance = {"min_psnr_db": FP16_MIN_PSNR if min_psnr is None else min_psnr}
         if max_abs is not None:
             tolerance["max_abs"] = max_abs
-    cases = []
-    for i, (h, w) in enumerate(sizes or default_sizes(meta)):
-        x = to_model(sample_images(batch, h, w, seed + i), meta.input_range)
-        cases.append(compare(torch_reference(model, x), run(x), meta.output_range))
+    if images is None:
+        images = [to_model(sample_images(batch, h, w, seed + i), meta.input_range)
+                  for i, (h, w) in enumerate(sizes or default_sizes(meta))]
+    cases = [compare(torch_reference(model, x), run(x), meta.output_range) for x in images]
     worst_abs = max(c.max_abs for c in cases)
     worst_psnr = min(c.psnr_db for c in cases)
     bad_ref, bad_out = sum(c.nonfinite_reference for c in cases), sum(c.nonfinite_candidate for c in cases)

@@ -10,6 +10,7 @@ getting something else raises BackendUnavailableError (no silent fallback).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -33,6 +34,16 @@ class Backend:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # How many batches this backend usefully runs at once (OpenVINO THROUGHPUT mode: its optimal number of
+    # infer requests); 1 for backends that run one synchronous call at a time.
+    max_inflight: int = 1
+
+    def run_many(self, batches: Iterable[np.ndarray], inflight: int | None = None) -> Iterator[np.ndarray]:
+        """Outputs of `batches`, in order. Backends with an async queue override this to keep up to `inflight`
+        (default max_inflight) batches running at once; the base runs them one by one."""
+        for batch in batches:
+            yield self(batch)
 
     def close(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -28,8 +28,18 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                                                         "norm, FP32 I/O) and its FP16 safety report."),
         fp16_norm: str = typer.Option("fp32", "--fp16-norm", help="fp32 (safe, default) | fp16: precision of "
                                                                   "InstanceNormalization in the FP16 graph."),
+        int8: bool = typer.Option(False, "--int8", help="Also write g_*.int8.onnx: NNCF post-training quantization "
+                                                        "(QDQ, symmetric int8) kept above --int8-min-psnr by an "
+                                                        "accuracy guard; for OpenVINO, ONNX Runtime and TensorRT."),
+        calib: Path | None = typer.Option(None, "--calib", help="Calibration images for --int8 (folder, searched "
+                                          "recursively; default: the run's training data, else the built-in set)."),
+        calib_size: int = typer.Option(64, "--calib-size", help="Calibration images for --int8 (64); a quarter "
+                                                                "more (4-16) are held out for the guard."),
+        int8_min_psnr: float = typer.Option(40.0, "--int8-min-psnr", help="PSNR floor vs fp32 on the held-out "
+                                            "images (40 dB): the guard returns layers to float until it holds."),
         engine: bool = typer.Option(False, "--engine", help="Build a TensorRT engine g_*.plan (+ .plan.json) from "
-                                                            "the FP16 graph with --fp16, else the FP32 one."),
+                                                            "the FP16 graph with --fp16, the INT8 graph with --int8, "
+                                                            "else the FP32 one."),
         min_shape: str | None = typer.Option(None, "--min-shape", help="TensorRT profile min, HxW or NxHxW "
                                                                        "(default: train size / 4, batch 1)."),
         opt_shape: str | None = typer.Option(None, "--opt-shape", help="TensorRT profile opt, HxW or NxHxW "
@@ -56,7 +66,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                              min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
                              workspace_gb=workspace_gb, timing_cache=timing_cache, opt_level=opt_level,
                              target=target, ov_precision=ov_precision, validate=not no_validate,
-                             safety_images=safety_images, force=force)
+                             safety_images=safety_images, int8=int8, calib=calib, calib_size=calib_size,
+                             int8_min_psnr=int8_min_psnr, force=force)
         result = run_export(opts, echo=typer.echo)
         typer.echo(f"done: {len(result.files)} files in {out_dir}" + (
             "" if opts.validate else " (parity NOT checked: --no-validate)"))
