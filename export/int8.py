@@ -92,11 +92,18 @@ def module_name(weight: str) -> str:
 def quantize(fp32: Any, calib: Sequence[np.ndarray], ignored: Sequence[str]) -> Any:
     """NNCF PTQ of the FP32 ModelProto on `calib` with the nodes in `ignored` left float."""
     nncf = _import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     name = fp32.graph.input[0].name
     dataset = nncf.Dataset(list(calib), lambda x: {name: x})
     scope = nncf.IgnoredScope(names=list(ignored), types=["InstanceNormalization"], validate=False)
+    # the true min/max over the calibration set, not NNCF's default mean of per-image extremes: instance norm
+    # turns sparse highlights (stars on black) into large values, and frames unlike the calibration images
+    # clip less (measured on the trained ResNet-9: worst of 6 photographs 37.0 -> 40.6 dB)
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     model = nncf.quantize(fp32, dataset, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
-                          ignored_scope=scope)
+                          ignored_scope=scope, advanced_parameters=advanced)
     return to_signed(model)
 
 
@@ -107,20 +114,20 @@ def to_signed(model: Any) -> Any:
     from onnx import TensorProto, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    done: set[str] = set()
-    for node in model.graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
-            continue
-        zp_name, scale_name = node.input[2], node.input[1]
-        zp = inits.get(zp_name)
-        if zp is None or zp.data_type != TensorProto.UINT8 or zp_name in done:
-            continue
-        if numpy_helper.to_array(zp).any():
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    unsigned = {n.input[2]: n.input[1] for n in qdq
+                if n.input[2] in inits and inits[n.input[2]].data_type == TensorProto.UINT8}
+    for zp_name, scale_name in unsigned.items():
+        zp = numpy_helper.to_array(inits[zp_name])
+        if zp.any():
             raise ExportError("NNCF wrote an asymmetric uint8 quantizer; TensorRT needs zero point 0 (symmetric)")
-        zp.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(zp).astype(np.int8), zp_name))
+        inits[zp_name].CopyFrom(numpy_helper.from_array(zp.astype(np.int8), zp_name))
         scale = numpy_helper.to_array(inits[scale_name])
         inits[scale_name].CopyFrom(numpy_helper.from_array((scale * (255.0 / 127.0)).astype(scale.dtype), scale_name))
-        done.add(zp_name)
+    outputs = {n.output[0] for n in qdq if n.op_type == "QuantizeLinear" and n.input[2] in unsigned}
+    for info in model.graph.value_info:  # NNCF records the quantized tensors' types: int8 now
+        if info.name in outputs:
+            info.type.tensor_type.elem_type = TensorProto.INT8
     return model
 
 

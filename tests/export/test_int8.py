@@ -75,6 +75,20 @@ def test_qdq_structure(int8_graph, tiny_onnx: Path) -> None:
             assert zp.data_type == TensorProto.INT8 and not numpy_helper.to_array(zp).any(), node.name
 
 
+def test_onnxruntime_runs_the_int8_graph(int8_graph, tiny_onnx: Path) -> None:
+    """The signed rewrite keeps the graph's recorded tensor types consistent (ORT refused a uint8 value_info)."""
+    import onnxruntime as ort
+
+    from cyclegan_deploy.bench.metrics import make_input
+    from cyclegan_deploy.quality import psnr
+
+    path, result = int8_graph
+    x = make_input(1, 32, 32)
+    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for p in (tiny_onnx, path)]
+    assert 15.0 < psnr(outs[0], outs[1]) < 90.0  # quantized (not bit-exact), yet the same picture
+
+
 def test_card_records_calibration_and_guard(int8_graph) -> None:
     path, result = int8_graph
     card = read_card(path)
