@@ -41,10 +41,11 @@ def _psnr(r: dict[str, Any]) -> str:
 def machine_line(res: dict[str, Any], kind: str) -> str:
     m = res["machine"]
     cpu = m["cpu"]
-    cpu_text = (f"{cpu['model']}, {cpu['physical_cores']} physical cores at {cpu['ghz']} GHz, "
-                f"{' '.join(cpu['flags']) or 'no AVX2/AVX-512/AMX flags'}; peak {cpu['peak_gflops']['fp32']} GFLOP/s "
-                f"fp32, {cpu['peak_gflops']['bf16']} GFLOP/s bf16 (cores x GHz x FLOP/cycle "
-                f"{cpu['flop_per_cycle']['fp32']} fp32 / {cpu['flop_per_cycle']['bf16']} bf16)")
+    isa = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in (cpu.get("isa") or {}).items())
+    entries = (res.get("peaks") or {}).get("entries") or {}
+    peaks = ", ".join(f"{name} {e['gflops']:.4g}" for name, e in entries.items() if e["status"] == "ok")
+    cpu_text = (f"{cpu['model']}, {cpu['physical_cores']} physical cores at {cpu['ghz']} GHz; ISA: {isa or 'unknown'}; "
+                f"GEMM/conv peaks measured here, G(FL)OP/s (int8: GOP/s): {peaks or 'not measured'}")
     if kind == "gpu" and m["gpus"]:
         g = m["gpus"][0]
         peak = (f"; peak {g['peak_fp32_tflops']} TFLOP/s fp32, {g['peak_fp16_tflops']} TFLOP/s fp16/bf16 tensor "

@@ -1,9 +1,12 @@
 """What `cgdeploy bench` runs and what it records: backend specs, the run's configuration, one case's result.
 
 A spec names a backend variant (load_backend's backend argument plus options) and the artifact kind it reads:
-checkpoint | onnx | onnx-fp16 | engine. The bench never makes an artifact itself: the command layer
+checkpoint | onnx | onnx-fp16 | onnx-int8 | engine. The bench never makes an artifact itself: the command layer
 (commands/bench_cmd.py) and the benchmark scripts export what is missing and pass the paths in, or pass the
-reason it could not be made (BenchConfig.artifact_errors), which every spec needing it then reports.
+reason it could not be made (BenchConfig.artifact_errors), which every spec needing it then reports. The INT8
+graph is never made here (quantizing needs calibration images): it is given, or found beside the FP32 graph.
+Specs ending in -tput load OpenVINO with PERFORMANCE_HINT=THROUGHPUT; their cases also measure throughput with
+the backend's N requests in flight (run.py).
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cyclegan_deploy.artifacts import graph_path
 from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError, ConfigError
 from cyclegan_deploy.metadata import canonical_precision
 
 SCHEMA = "cgdeploy-bench/1"
 MIN_REPEATS = 3  # a percentile from fewer samples says nothing; a 720p CPU case still ends near max_seconds
-ARTIFACT_KINDS = ("checkpoint", "onnx", "onnx-fp16", "engine")
+ARTIFACT_KINDS = ("checkpoint", "onnx", "onnx-fp16", "onnx-int8", "engine")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Spec:
 
 
 _CL = {"channels_last": True}  # channels_last lets oneDNN/cuDNN pick their fast NHWC kernels
+_TPUT = {"performance_hint": "THROUGHPUT"}  # OpenVINO: streams + its optimal number of infer requests
 SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("torch", "torch-cpu", "checkpoint", "cpu", "fp32"),
     Spec("torch-bf16", "torch-cpu", "checkpoint", "cpu", "bf16", {"precision": "bf16", **_CL}),
@@ -51,13 +56,24 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("onnxruntime-trt-fp16", "onnxruntime-trt", "onnx-fp16", "cuda", "fp16"),
     Spec("openvino-f32", "openvino-cpu", "onnx", "cpu", "fp32", {"precision": "f32"}),
     Spec("openvino-bf16", "openvino-cpu", "onnx", "cpu", "bf16", {"precision": "bf16"}),
+    # the QDQ graph's own precision: the OpenVINO backend names itself openvino-int8 only when its runtime model
+    # runs the convolutions in u8/i8 (else BackendUnavailableError); ORT's kernel choice is not reported
+    Spec("openvino-int8", "openvino-cpu", "onnx-int8", "cpu", "int8"),
+    Spec("onnxruntime-int8", "onnxruntime-cpu", "onnx-int8", "cpu", "int8"),
+    Spec("openvino-f32-tput", "openvino-cpu", "onnx", "cpu", "fp32", {"precision": "f32", **_TPUT}),
+    Spec("openvino-bf16-tput", "openvino-cpu", "onnx", "cpu", "bf16", {"precision": "bf16", **_TPUT}),
+    Spec("openvino-int8-tput", "openvino-cpu", "onnx-int8", "cpu", "int8", dict(_TPUT)),
     Spec("tensorrt", "tensorrt", "engine", "cuda", "engine"),
 )}
 CPU_SPECS = ("torch", "torch-bf16", "onnxruntime", "openvino-f32", "openvino-bf16")
+INT8_SPECS = ("onnxruntime-int8", "openvino-int8")  # in the defaults only when an int8 graph is there
+TPUT_SUFFIX = "-tput"
 GPU_SPECS = ("torch-cuda", "torch-cuda-fp16", "onnxruntime-cuda", "onnxruntime-cuda-fp16", "tensorrt")
 # what a spec reports when its artifact was neither given nor made
 NEEDS = {"checkpoint": "--checkpoint X.pth", "onnx": "--model X.onnx (or --checkpoint to export one)",
          "onnx-fp16": "an FP16 graph (--fp16-model X.fp16.onnx, or --checkpoint to export one)",
+         "onnx-int8": "an int8 graph: cgdeploy export CKPT -o DIR --int8 (then --model DIR/g_AtoB.onnx finds "
+                      "g_AtoB.int8.onnx beside it, or give --int8-model X.int8.onnx)",
          "engine": "--engine X.plan (build it with `cgdeploy export --engine` on this GPU)"}
 
 
@@ -94,17 +110,40 @@ def parse_spec(text: str) -> Spec:
     return replace(SPECS[name], name=text.strip(), options=options, precision=precision)
 
 
-def default_specs(checkpoint: Path | None, onnx: Path | None, engine: Path | None, gpu: bool) -> list[str]:
-    """What `--backends auto` runs: every CPU spec the given artifacts feed (+ GPU specs when nvidia-smi
-    sees a GPU). Specs named explicitly always run and are reported, available or not."""
+def int8_beside(onnx: Path | None) -> Path | None:
+    """X.int8.onnx beside an FP32 graph X.onnx (what `cgdeploy export --int8` writes), when it exists."""
+    if onnx is None or onnx.suffix.lower() != ".onnx":
+        return None
+    found = graph_path(onnx, "int8")
+    return found if found != onnx and found.is_file() else None
+
+
+def with_throughput(specs: list[str]) -> list[str]:
+    """specs plus, after each, its THROUGHPUT-mode variant (openvino-f32 -> openvino-f32-tput) where one exists."""
+    out: list[str] = []
+    for spec in specs:
+        name, colon, options = spec.partition(":")
+        out.append(spec)
+        if name + TPUT_SUFFIX in SPECS:
+            out.append(name + TPUT_SUFFIX + colon + options)
+    return list(dict.fromkeys(out))
+
+
+def default_specs(checkpoint: Path | None, onnx: Path | None, engine: Path | None, gpu: bool,
+                  onnx_int8: Path | None = None) -> list[str]:
+    """What `--backends auto` runs: every CPU spec the given artifacts feed (the int8 ones only with an int8
+    graph) + GPU specs when nvidia-smi sees a GPU. Specs named explicitly always run and are reported,
+    available or not."""
     specs = [s for s in CPU_SPECS if checkpoint or SPECS[s].artifact != "checkpoint"]
+    if onnx_int8:
+        specs += INT8_SPECS
     if gpu:
         specs += [s for s in GPU_SPECS if SPECS[s].artifact != "engine"
                   and (checkpoint or SPECS[s].artifact != "checkpoint")]
     if engine:
         specs.append("tensorrt")
     if not checkpoint and not onnx:
-        specs = [s for s in specs if SPECS[s].artifact == "engine"]
+        specs = [s for s in specs if SPECS[s].artifact == "engine" or (onnx_int8 and SPECS[s].artifact == "onnx-int8")]
     return specs
 
 
@@ -117,6 +156,7 @@ class BenchConfig:
     checkpoint: Path | None = None
     onnx: Path | None = None
     onnx_fp16: Path | None = None
+    onnx_int8: Path | None = None  # the QDQ graph of the *-int8 specs (never made here: it needs calibration)
     engine: Path | None = None
     warmup: int = 3
     repeats: int = 20
@@ -128,6 +168,9 @@ class BenchConfig:
     cases: list[tuple[str, int, int, int]] | None = None  # explicit (spec, h, w, batch); else the product
     video: Path | None = None
     video_backend: str | None = None  # default: the fastest ok spec at batch 1
+    inflight: int | None = None  # throughput cases: batches in flight (default: the backend's max_inflight)
+    # measured peaks (bench.peaks.machine_peaks()): the CPU "% of peak" denominators; None: no % of peak
+    peaks: dict[str, Any] | None = None
     # artifact kind -> why the caller could not make it; the specs needing it report this error
     # (BackendUnavailableError -> "unavailable: ...", any other -> "failed: ...") instead of NEEDS
     artifact_errors: dict[str, Exception] = field(default_factory=dict)
@@ -143,7 +186,8 @@ class BenchConfig:
         return self.reference or ("torch" if self.checkpoint else "onnxruntime")
 
     def artifact_paths(self) -> dict[str, Path | None]:
-        return {"checkpoint": self.checkpoint, "onnx": self.onnx, "onnx-fp16": self.onnx_fp16, "engine": self.engine}
+        return {"checkpoint": self.checkpoint, "onnx": self.onnx, "onnx-fp16": self.onnx_fp16,
+                "onnx-int8": self.onnx_int8, "engine": self.engine}
 
     def artifact(self, kind: str) -> Path:
         """The file a spec of this artifact kind reads, or the error that says why there is none."""
@@ -213,6 +257,13 @@ class CaseResult:
     max_abs: float | None = None  # parity vs the reference spec on frame 0
     psnr_db: float | None = None  # None when identical (max_abs 0)
     max_u8: int | None = None
+    peak_source: str | None = None  # which measured peak pct_peak divides by (bench.peaks.peak_for)
+    # frames/s with throughput_inflight batches in flight through backend.run_many ("async"); "sync": the backend
+    # has no async queue (max_inflight 1), so nothing more is measured: its fps column is its throughput
+    throughput_fps: float | None = None
+    throughput_inflight: int | None = None
+    throughput_mode: str | None = None
+    throughput_speedup: float | None = None  # throughput_fps / the baseline's fps (batch-1 latency) at this size
 
     def __post_init__(self) -> None:
         self.size = f"{self.height}x{self.width}"

@@ -33,7 +33,7 @@ def model_card(cfg: BenchConfig) -> tuple[ModelMeta, str]:
     (the specs then report why)."""
     from cyclegan_deploy.artifacts import fallback_meta, read_card
 
-    for path in (cfg.onnx, cfg.onnx_fp16, cfg.engine, cfg.checkpoint):
+    for path in (cfg.onnx, cfg.onnx_fp16, cfg.onnx_int8, cfg.engine, cfg.checkpoint):
         if path is not None and Path(path).is_file():
             try:
                 return read_card(path), str(path)

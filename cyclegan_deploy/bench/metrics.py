@@ -8,7 +8,8 @@
   dense conv over the zero-stuffed output (what thop-style tools do) gives `macs_dense`: ResNet-9 ngf 64 at
   256x256 is 49.55 GMAC real, 56.80 GMAC dense. 1 MAC = 2 FLOP. Upsampling layers (PixelShuffle, resize)
   of a scale > 1 model do no multiply-adds and are not counted.
-- Peak: CPU = physical cores x clock x FLOP/cycle (cpu_flop_per_cycle); GPU from GPU_PEAKS by name.
+- Peak: CPU = a GEMM / 3x3 conv measured on this machine through the case's library at its precision (bench/peaks.py);
+  GPU from GPU_PEAKS by name (datasheet).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from cyclegan_deploy.bench.peaks import isa
 from cyclegan_deploy.errors import CgDeployError
 from cyclegan_deploy.machine import allowed_cpus, cpu_flags, cpu_model, cpuinfo, package_version, physical_cores
 from cyclegan_deploy.metadata import REFERENCE_RANGE, canonical_precision
@@ -156,16 +158,6 @@ def count_macs_torch(model: Any, height: int, width: int, batch: int = 1, in_ch:
 
 # ---- the machine ------------------------------------------------------------------------------------------
 
-def cpu_flop_per_cycle(flags: set[str]) -> dict[str, int]:
-    """Per core per cycle, assuming 2 FMA/AMX-capable ports (Xeon Gold/Platinum, Zen 4; Silver/Bronze
-    Xeons have one 512-bit FMA unit: half). FMA = 2 FLOP. fp32: AVX-512 2x16x2=64, AVX2 2x8x2=32, SSE 16.
-    bf16/fp16: AMX TMUL 1024, AVX512_BF16 / AVX512_FP16 dot products 128, else the fp32 rate (converted)."""
-    fp32 = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16
-    bf16 = 1024 if "amx_bf16" in flags else 128 if "avx512_bf16" in flags else fp32
-    fp16 = 1024 if "amx_fp16" in flags else 128 if "avx512_fp16" in flags else fp32
-    return {"fp32": fp32, "bf16": bf16, "fp16": fp16}
-
-
 def _gpus() -> list[dict[str, str]]:
     """Names from nvidia-smi (no torch/CUDA import here, so a CPU machine stays light)."""
     try:
@@ -179,7 +171,8 @@ def _gpus() -> list[dict[str, str]]:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, flags, cores, frequency, peak FLOP/s by precision; GPUs with their table peaks; versions."""
+    """CPU model, flags, ISA (what it can do), cores, frequency; GPUs with their table peaks; versions.
+    The CPU's peaks are measured (bench.peaks), not derived from these: run_bench adds them."""
     info, flags = cpuinfo(), cpu_flags()
     logical, physical = allowed_cpus(), physical_cores()
     smt = max(1, logical // physical)
@@ -187,7 +180,6 @@ def machine_info() -> dict[str, Any]:
     ghz_match = re.search(r"@\s*([\d.]+)\s*GHz", model)
     ghz, ghz_source = ((float(ghz_match[1]), "model name (base clock)") if ghz_match else
                        (float(info.get("cpu MHz", "0") or 0) / 1000, "/proc/cpuinfo cpu MHz (current clock)"))
-    per_cycle = cpu_flop_per_cycle(flags)
     gpus = _gpus()
     for gpu in gpus:
         peak = next((p for p in GPU_PEAKS if p[0].lower() in gpu["name"].lower()), None)
@@ -198,27 +190,21 @@ def machine_info() -> dict[str, Any]:
                 "ghz": round(ghz, 3), "ghz_source": ghz_source,
                 "flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
                                          "amx_tile", "amx_bf16", "amx_int8", "amx_fp16"}),
-                "flop_per_cycle": per_cycle,
-                "peak_gflops": {k: round(physical * ghz * v, 1) for k, v in per_cycle.items()}},
+                "isa": isa(flags)},
         "gpus": gpus, "platform": platform.platform(),
         "versions": {"python": platform.python_version(), **{d: package_version(d) for d in VERSIONS}},
         "env_threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
     }
 
 
-def peak_gflops(machine: dict[str, Any], device: str, precision: str) -> float | None:
-    """The machine's peak for a case's device and precision (None where unknown: int8, an unlisted GPU)."""
+def gpu_peak_gflops(machine: dict[str, Any], precision: str) -> float | None:
+    """The first GPU's datasheet peak for a case's precision (None where unknown: int8, an unlisted GPU)."""
     try:
         canon = canonical_precision(precision)
     except CgDeployError:  # "engine", "auto": unknown until the backend reports it
         return None
-    # the machine's peaks are listed as fp32 and 16-bit (bf16 and fp16 share the tensor-core/AMX rate)
+    # the table lists fp32 and 16-bit tensor-core rates (bf16 and fp16 share them)
     prec = {"fp32": "fp32", "fp16": "fp16", "bf16": "fp16"}.get(canon)
-    if device == "cuda":
-        gpu = machine["gpus"][0] if machine["gpus"] else {}
-        value = gpu.get(f"peak_{prec}_tflops") if prec else None
-        return float(value) * 1000 if value else None
-    if prec is None:
-        return None
-    peak: float = machine["cpu"]["peak_gflops"]["bf16" if canon == "bf16" else prec]
-    return peak or None
+    gpu = machine["gpus"][0] if machine["gpus"] else {}
+    value = gpu.get(f"peak_{prec}_tflops") if prec else None
+    return float(value) * 1000 if value else None

@@ -23,9 +23,10 @@ from cyclegan_deploy.outputs import os_error_message
 CSV_FIELDS = ("backend", "backend_name", "device", "precision", "size", "run_height", "run_width", "batch",
               "status", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "n", "ms_per_frame", "fps",
               "speedup", "macs_per_frame", "gflops", "peak_gflops", "pct_peak", "psnr_db", "max_abs", "max_u8",
-              "first_call_ms", "load_s", "budget_truncated")
-TABLE_HEAD = ("backend", "size", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "fps", "speedup", "GFLOP/s",
-              "% peak", "PSNR dB", "max abs")
+              "first_call_ms", "load_s", "budget_truncated", "peak_source", "throughput_fps", "throughput_inflight",
+              "throughput_mode", "throughput_speedup")
+TABLE_HEAD = ("backend", "size", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "fps", "speedup", "tput fps",
+              "GFLOP/s", "% peak", "PSNR dB", "max abs")
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -55,17 +56,81 @@ def size_label(r: dict[str, Any]) -> str:
     return f"{r['size']} (run {ran[0]}x{ran[1]})"
 
 
+def case_label(r: dict[str, Any]) -> str:
+    """A row's name: what the backend reports running (the spec as asked when it did not run), plus what that
+    name leaves out: -int8 for an int8 graph on a runtime whose name has no precision (onnxruntime-cpu-int8),
+    -tput for a THROUGHPUT-mode spec, so no two specs share a row name."""
+    if r["status"] != "ok" or not r.get("backend_name"):
+        return str(r["backend"])
+    name = str(r["backend_name"])
+    if r.get("precision") == "int8" and "int8" not in name:
+        name += "-int8"
+    return name + ("-tput" if str(r["backend"]).split(":")[0].endswith("-tput") else "")
+
+
+def _tput(r: dict[str, Any]) -> str:
+    """'41.20 (4)': frames/s with 4 batches in flight; '-' for sync backends; the error's kind if it broke."""
+    mode = r.get("throughput_mode") or ""
+    if r.get("throughput_fps") is not None:
+        return f"{r['throughput_fps']:.2f} ({r.get('throughput_inflight')})"
+    return mode.split(":")[0] if ":" in mode else "-"
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in results["cases"]:
         s = r.get("stats_ms") or {}
         psnr = "inf" if r.get("max_abs") == 0 else _fmt(r.get("psnr_db"))
-        rows.append([str(r.get("backend_name") or r["backend"]) if r["status"] == "ok" else r["backend"],
-                     size_label(r), str(r["batch"]), r["status"], _fmt(s.get("p50")), _fmt(s.get("p90")),
+        rows.append([case_label(r), size_label(r), str(r["batch"]), r["status"], _fmt(s.get("p50")), _fmt(s.get("p90")),
                      _fmt(s.get("p99")), _fmt(r.get("fps"), 2), _fmt(r.get("speedup"), 2) + ("x" if r.get("speedup")
-                     else ""), _sig(r.get("gflops")), _fmt(r.get("pct_peak")), psnr,
+                     else ""), _tput(r), _sig(r.get("gflops")), _fmt(r.get("pct_peak")), psnr,
                      _fmt(r.get("max_abs"), 6) if r.get("max_abs") is not None else "-"])
     return rows
+
+
+def isa_line(results: dict[str, Any]) -> str:
+    """What the CPU can do (/proc/cpuinfo flags): 'AVX2 yes, AVX-512 yes, ..., AMX no'."""
+    found = results["machine"]["cpu"].get("isa") or {}
+    return "CPU ISA: " + (", ".join(f"{k} {'yes' if v else 'no'}" for k, v in found.items()) or "unknown")
+
+
+def ran_line(results: dict[str, Any]) -> str | None:
+    """What each spec reported running (OpenVINO's from its runtime model): 'openvino-int8 -> openvino-int8 (int8)'."""
+    seen = {r["backend"]: f"{r['backend']} -> {r.get('backend_name')} ({r['precision']})"
+            for r in results["cases"] if r["status"] == "ok"}
+    return "Ran (as each backend reports it): " + ", ".join(seen.values()) if seen else None
+
+
+def _peak_used_for(results: dict[str, Any], name: str) -> str:
+    used = dict.fromkeys(r["backend"] for r in results["cases"] if (r.get("peak_source") or "").startswith(name + " "))
+    return ", ".join(used) or "-"
+
+
+def peaks_lines(results: dict[str, Any]) -> list[str]:
+    """The measured peaks as a markdown table (entry, rate, how, which cases divided by it)."""
+    peaks = results.get("peaks")
+    if not peaks:
+        return ["No measured CPU peaks in this run (bench.peaks.machine_peaks() gives them): no % of peak on CPU."]
+    lines = [f"Measured peaks (bench/peaks.py: a GEMM and a 3x3 conv per library and precision, the faster one's best "
+             f"call; cached in "
+             f"{peaks.get('cache', '?')}, measured {peaks.get('measured', '?')}; int8 in GOP/s):", "",
+             "| peak | GFLOP/s | median | op | ran as | threads | status | % of peak for |", "|" + "---|" * 8]
+    for name, e in peaks["entries"].items():
+        ok = e["status"] == "ok"
+        rate, median = (_fmt(e.get("gflops")), _fmt(e.get("median_gflops"))) if ok else ("-", "-")
+        lines.append(f"| {name} | {rate} | {median} | {e.get('op', '-')} | {e.get('ran', '-')} | "
+                     f"{e.get('threads', '-')} | {e['status'].replace('|', '/')} | {_peak_used_for(results, name)} |")
+    return lines
+
+
+def peaks_summary(results: dict[str, Any]) -> str:
+    """One line for the terminal: 'Measured peaks G(FL)OP/s: torch-fp32 224, openvino-int8 661, ...'."""
+    peaks = results.get("peaks")
+    if not peaks:
+        return "No measured CPU peaks: no % of peak on CPU."
+    parts = [f"{n} {_sig(e['gflops'])}" if e["status"] == "ok" else f"{n} {e['status'].split(':')[0]}"
+             for n, e in peaks["entries"].items()]
+    return f"Measured peaks, G(FL)OP/s ({peaks.get('cache', '?')}): " + ", ".join(parts)
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -80,18 +145,26 @@ def to_markdown(results: dict[str, Any]) -> str:
         *("| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(results)),
         "",
         f"- CPU: {cpu['model']}, {cpu['physical_cores']} physical cores ({cpu['logical_cpus']} logical) at "
-        f"{cpu['ghz']} GHz ({cpu['ghz_source']}), flags {' '.join(cpu['flags']) or 'none'}; peak GFLOP/s "
-        f"fp32 {cpu['peak_gflops']['fp32']}, bf16 {cpu['peak_gflops']['bf16']} "
-        f"(cores x GHz x FLOP/cycle {cpu['flop_per_cycle']}, 2 FMA units assumed). GPU: {gpus}.",
+        f"{cpu['ghz']} GHz ({cpu['ghz_source']}), flags {' '.join(cpu['flags']) or 'none'}. GPU: {gpus}.",
+        f"- {isa_line(results)}.",
         f"- Model MACs per frame: {macs or 'unknown'}. 1 MAC = 2 FLOP; GFLOP/s uses the real count.",
         f"- Timing: {s['warmup']} warm-up calls, up to {s['repeats']} timed calls or {s['max_seconds']} s per case "
         f"(at least {s['min_repeats']}); {s['timer']}; {s['percentiles']}. fps = batch / p50.",
+        "- tput fps: frames/s with N batches in flight (N in parentheses) through the backend's async queue "
+        "(OpenVINO THROUGHPUT mode: the -tput specs), first batch in to last out; '-' for backends without one "
+        "(sync: their fps is their throughput). throughput_speedup (results.json/.csv) is against the baseline's "
+        "fps.",
+        "- % peak: GFLOP/s over the peak measured here through the case's library at its precision (else the "
+        "best measured at that precision, named so; GPU: datasheet table); per case in results.json peak_source.",
         f"- Parity: frame 0 vs reference `{results['reference']['spec']}` ({results['reference']['status']}); "
         f"PSNR on {_output_range(results)}. Speedup vs `{results['baseline']}` at the same size. Threads: "
         f"{s['threads'] or 'backend default'}.",
         f"- Versions: {versions}.",
     ]
+    ran = ran_line(results)
+    lines += [f"- {ran}."] if ran else []
     lines += [f"- {note}" for note in results.get("notes", [])]
+    lines += ["", *peaks_lines(results)]
     if results.get("video"):
         lines += ["", video_line(results["video"])]
     return "\n".join(lines) + "\n"
@@ -128,7 +201,7 @@ def plot_latency(results: dict[str, Any], path: Path | BinaryIO) -> None:
     fig, axes = plt.subplots(len(sizes), 1, figsize=(8, (1.0 + 0.38 * bars) * len(sizes)), squeeze=False)
     for ax, size in zip(axes[:, 0], sizes, strict=True):
         rows = sorted((r for r in ok if r["size"] == size), key=lambda r: -r["ms_per_frame"])
-        labels = [f"{r['backend_name'] or r['backend']} b{r['batch']}" for r in rows]
+        labels = [f"{case_label(r)} b{r['batch']}" for r in rows]
         p50 = [r["ms_per_frame"] for r in rows]
         p90 = [r["stats_ms"]["p90"] / r["batch"] for r in rows]
         ax.barh(labels, p50, color="tab:blue")

@@ -9,6 +9,13 @@ How it measures (results.md repeats it so the numbers carry their method):
   call is synchronous and includes the host<->device copies (the cost the video pipeline pays); CUDA events
   could not be taken through the Backend protocol and are not needed for that.
 - fps = batch / p50; speedup = fps / fps of the baseline spec at the same size (same batch, else batch 1).
+- Throughput: a backend with an async queue (max_inflight > 1: OpenVINO in THROUGHPUT mode, the -tput specs)
+  is also fed through run_many with N batches in flight (N = --inflight, else its max_inflight): throughput_fps,
+  and throughput_speedup against the baseline's latency fps. Backends without one are "sync": left blank,
+  their fps is their throughput.
+- % of peak: GFLOP/s (2 x MACs / p50) over the peak (GEMM/conv) measured on this machine through the case's library
+  at its precision (bench/peaks.py; cfg.peaks), else the best measured at that precision, named in
+  peak_source; GPU cases over the datasheet table. No cfg.peaks: no % of peak for CPU cases.
 - Parity: frame 0 of every output against the reference spec (torch fp32 with a checkpoint, else
   onnxruntime cpu) on the same frame, on the card's output range. Statistics, MACs and peaks: see metrics.
 A spec that cannot load or run stays in the results with status "unavailable: ..." or "failed: ...".
@@ -30,15 +37,25 @@ from cyclegan_deploy.bench.limits import preflight, run_size
 from cyclegan_deploy.bench.metrics import (
     count_macs_onnx,
     count_macs_torch,
+    gpu_peak_gflops,
     latency_stats,
     machine_info,
     make_input,
     parity_record,
-    peak_gflops,
 )
-from cyclegan_deploy.bench.timing import BenchBackend, Loader, Log, check_device, default_loader, timed
+from cyclegan_deploy.bench.peaks import best_by_precision, peak_for
+from cyclegan_deploy.bench.timing import (
+    BenchBackend,
+    Loader,
+    Log,
+    check_device,
+    default_loader,
+    timed,
+    timed_throughput,
+)
 from cyclegan_deploy.bench.timing import run_size as backend_run_size
-from cyclegan_deploy.errors import ConfigError, ModelError
+from cyclegan_deploy.errors import CgDeployError, ConfigError, ModelError
+from cyclegan_deploy.metadata import canonical_precision
 from cyclegan_deploy.model_checks import all_finite
 
 
@@ -66,7 +83,7 @@ class _Model:
         """From the ONNX graph, else (no graph, or shapes it cannot infer statically) from the checkpoint."""
         if (h, w) in self.macs:
             return self.macs[(h, w)]
-        onnx, checkpoint = self.cfg.onnx, self.cfg.checkpoint
+        onnx, checkpoint = self.cfg.onnx or self.cfg.onnx_int8, self.cfg.checkpoint  # a QDQ graph counts the same
         found: dict[str, Any] = {"macs": None, "macs_dense": None, "from": "unknown: needs --model or --checkpoint"}
         if onnx is not None:
             try:
@@ -156,12 +173,43 @@ def _run_one(cfg: BenchConfig, spec: Spec, backend: BenchBackend, r: CaseResult,
     macs = model.count(rh, rw)["macs"]
     if macs:
         r.macs_per_frame, r.gflops = macs, 2 * macs * b / (stats["p50"] * 1e-3) / 1e9
-        r.peak_gflops = peak_gflops(machine, spec.device, r.precision)
+        r.peak_gflops, r.peak_source = case_peak(cfg, machine, spec, r.precision)
         r.pct_peak = 100 * r.gflops / r.peak_gflops if r.peak_gflops else None
     ref = model.reference.get((rh, rw))
     if ref is not None:
         fields = parity_record(ref, np.asarray(y)[0], backend.meta.output_range)
         r.max_abs, r.psnr_db, r.max_u8 = fields["max_abs"], fields["psnr_db"], fields["max_u8"]
+    _throughput(cfg, backend, r, model.input(b, rh, rw), log)
+
+
+def case_peak(cfg: BenchConfig, machine: dict[str, Any], spec: Spec, precision: str) -> tuple[float | None, str | None]:
+    """(peak G(FL)OP/s, what it is) for a case: the measured peak of its library and precision on a CPU
+    (bench.peaks.peak_for), the datasheet table on a GPU; (None, None) when unknown."""
+    if spec.device == "cuda":
+        value = gpu_peak_gflops(machine, precision)
+        return value, ("GPU datasheet table (metrics.GPU_PEAKS)" if value else None)
+    try:
+        canon = canonical_precision(precision)
+    except CgDeployError:  # "auto"/"engine" that the backend did not resolve
+        return None, None
+    found = peak_for(cfg.peaks, spec.backend.split("-")[0], canon)
+    return found if found else (None, None)
+
+
+def _throughput(cfg: BenchConfig, backend: BenchBackend, r: CaseResult, x: np.ndarray, log: Log) -> None:
+    """Frames/s with N batches in flight for a backend with an async queue; "sync" (blank) for the others."""
+    most = int(getattr(backend, "max_inflight", 1) or 1)
+    if most <= 1 or not hasattr(backend, "run_many"):
+        r.throughput_mode, r.throughput_inflight = "sync", 1
+        return
+    n = cfg.inflight or most
+    log(f"  throughput with {n} in flight")
+    try:
+        r.throughput_fps = timed_throughput(backend, x, n, cfg)
+        r.throughput_mode, r.throughput_inflight = "async", n
+    except Exception as e:  # the latency numbers stand; the throughput cell says why it is empty
+        r.throughput_mode = status_of(e)
+        log(f"  throughput: {r.throughput_mode}")
 
 
 def _speedups(records: list[CaseResult], baseline: str) -> None:
@@ -170,6 +218,8 @@ def _speedups(records: list[CaseResult], baseline: str) -> None:
         base = ok.get((baseline, r.size, r.batch)) or ok.get((baseline, r.size, 1))
         if base is not None and r.fps is not None and base.fps:
             r.speedup = r.fps / base.fps
+            if r.throughput_fps is not None:
+                r.throughput_speedup = r.throughput_fps / base.fps
 
 
 def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr) -> dict[str, Any]:
@@ -184,6 +234,8 @@ def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr
             raise ConfigError(f"bad case {h}x{w} batch {b}: sizes must be at least 2x2 and batches at least 1")
     checked = preflight(cfg, plan)  # memory and the clip: refused before any allocation
     machine = machine_info()
+    # the machine's peak per precision: the best measured here (cfg.peaks), in place of a per-cycle guess
+    machine["cpu"]["peak_gflops"] = best_by_precision(cfg.peaks)
     model = _Model(cfg)
     reference = cfg.reference_spec
     model.compute_reference(loader, reference, sorted({(h, w) for _, h, w, _ in plan}), log)
@@ -206,6 +258,7 @@ def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr
                   "card": model.meta, "macs": {f"{h}x{w}": v for (h, w), v in model.macs.items()}},
         "reference": {"spec": reference, "status": model.reference_status}, "baseline": baseline,
         "cases": [r.as_dict() for r in records], "video": None, "notes": [*cfg.notes, *checked["notes"]],
+        "peaks": cfg.peaks,
     }
     if cfg.video is not None:
         results["video"] = run_video(cfg, records, loader, log)

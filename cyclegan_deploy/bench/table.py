@@ -4,19 +4,20 @@
   GFLOP/s, ...); every cell whole, no box drawing. When even the essential columns (backend, size, status,
   p50, fps) do not fit, the plain layout is printed and the terminal wraps it.
 - Not a terminal (piped, redirected, captured): plain space-aligned text with every column, nothing cut.
-Either way a failed case shows "failed"/"unavailable" in its row and the full reason once per backend below.
+Either way a failed case shows "failed"/"unavailable" in its row and the full reason once per backend below,
+then the CPU's ISA, what each backend reported running, and the measured peaks.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cyclegan_deploy.bench.report import TABLE_HEAD, table_rows, video_line
+from cyclegan_deploy.bench.report import TABLE_HEAD, isa_line, peaks_summary, ran_line, table_rows, video_line
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-DROP_ORDER = ("p99 ms", "p90 ms", "% peak", "GFLOP/s", "max abs", "PSNR dB", "speedup", "batch")
+DROP_ORDER = ("p99 ms", "p90 ms", "% peak", "GFLOP/s", "max abs", "tput fps", "PSNR dB", "speedup", "batch")
 GAP = 2  # spaces between columns
 LEFT = ("backend", "size", "status")
 
@@ -41,7 +42,11 @@ def fit_columns(rows: list[list[str]], width: int) -> list[int] | None:
     """Indexes of TABLE_HEAD to show within `width` characters, or None when the essential ones do not fit."""
     keep = list(range(len(TABLE_HEAD)))
     widths = _widths(list(TABLE_HEAD), rows)
-    for head in (None, *DROP_ORDER):
+    tput = TABLE_HEAD.index("tput fps")
+    # no throughput measured (no async backend): that empty column goes first
+    order = DROP_ORDER if any(r[tput] != "-" for r in rows) else \
+        ("tput fps", *(h for h in DROP_ORDER if h != "tput fps"))
+    for head in (None, *order):
         if head is not None:
             keep.remove(TABLE_HEAD.index(head))
         if sum(widths[i] for i in keep) + GAP * (len(keep) - 1) <= width:
@@ -63,6 +68,13 @@ def plain_lines(results: dict[str, Any], columns: list[int] | None = None) -> li
 
     lines = [line(heads), *(line(c) for c in cells)]
     lines += [f"{backend}: {status}" for backend, status in problems.items()]
+    lines += footer(results)
+    return lines
+
+
+def footer(results: dict[str, Any]) -> list[str]:
+    """The lines under the table: ISA, what ran, peaks, the video line."""
+    lines = [isa_line(results), *filter(None, [ran_line(results)]), peaks_summary(results)]
     if results.get("video"):
         lines.append(video_line(results["video"]).replace("**", ""))
     return lines
@@ -95,5 +107,5 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
     console.print(table)
     for backend, status in problems.items():
         console.print(f"[yellow]{escape(backend)}[/yellow]: {escape(status)}", highlight=False)
-    if results.get("video"):
-        console.print(escape(video_line(results["video"]).replace("**", "")), highlight=False)
+    for line in footer(results):
+        console.print(escape(line), highlight=False)

@@ -1,13 +1,16 @@
-"""Timing one backend on one input: the Backend shape the harness relies on, the loader, the timed loop.
+"""Timing one backend on one input: the Backend shape the harness relies on, the loader, the timed loops.
 
-The loop is the method results.md describes (run.py's docstring): untimed warm-up, then perf_counter around
+Latency (timed): the method results.md describes (run.py's docstring): untimed warm-up, then perf_counter around
 each synchronous call until `repeats` samples or `max_seconds`; the output is checked once, after timing.
+Throughput (timed_throughput): the same input fed through backend.run_many with N batches in flight; one
+untimed pass of N batches (every infer request compiled and warm), then at least 2N batches (up to
+max(2N, repeats) within `max_seconds`) timed from the first batch in to the last batch out.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -78,9 +81,39 @@ def timed(backend: BenchBackend, x: np.ndarray, cfg: BenchConfig) -> tuple[np.nd
         y = backend(x)
         samples.append((time.perf_counter() - t) * 1e3)
     y = np.asarray(y)
+    _check_output(y, x, backend)
+    return y, first_ms, samples, len(samples) < cfg.repeats
+
+
+def _check_output(y: np.ndarray, x: np.ndarray, backend: BenchBackend) -> None:
     scale = int(getattr(getattr(backend, "meta", None), "scale", 1) or 1)  # super-resolution: s x the input
     n, _, h, w = x.shape  # (N, C, H, W)
     if y.ndim != 4 or y.shape[0] != n or y.shape[2:] != (scale * h, scale * w) or not np.all(np.isfinite(y)):
         raise CgDeployError(f"bad output: shape {y.shape} for input {x.shape} at scale {scale} (expected "
                             f"({n}, C, {scale * h}, {scale * w})), finite={bool(np.isfinite(y).all())}")
-    return y, first_ms, samples, len(samples) < cfg.repeats
+
+
+def timed_throughput(backend: BenchBackend, x: np.ndarray, inflight: int, cfg: BenchConfig) -> float:
+    """Frames/s of `x` batches through backend.run_many(batches, inflight) (see the module docstring)."""
+    run_many = backend.run_many  # type: ignore[attr-defined]  # Backend has it; the protocol's fakes may not
+    warm = list(run_many([x] * inflight, inflight=inflight))
+    if len(warm) != inflight:
+        raise CgDeployError(f"run_many returned {len(warm)} outputs for {inflight} batches")
+    target, least = max(2 * inflight, cfg.repeats), 2 * inflight
+    fed = 0
+    start = time.perf_counter()
+
+    def feed() -> Iterator[np.ndarray]:
+        nonlocal fed
+        while fed < target and (fed < least or time.perf_counter() - start < cfg.max_seconds):
+            fed += 1
+            yield x
+
+    got, last = 0, warm[-1]
+    for last in run_many(feed(), inflight=inflight):  # noqa: B007 - the last output is checked below
+        got += 1
+    elapsed = time.perf_counter() - start
+    if got != fed:
+        raise CgDeployError(f"run_many returned {got} outputs for {fed} batches")
+    _check_output(np.asarray(last), x, backend)
+    return fed * x.shape[0] / elapsed

@@ -5,7 +5,13 @@ needs (torch: the checkpoint; onnxruntime/OpenVINO: the ONNX; tensorrt: the engi
 backends need and were not given (the ONNX without --model, the FP16 graph of the *-fp16 ONNX backends
 without --fp16-model) are made from the checkpoint (or the FP16 graph from --model) into RESULTS/artifacts
 here, through the export stage, before the bench runs: the runtime bench never imports the export stage. So
-`cgdeploy bench --checkpoint G.pth -o out` alone compares torch, ONNX Runtime and OpenVINO.
+`cgdeploy bench --checkpoint G.pth -o out` alone compares torch, ONNX Runtime and OpenVINO. The INT8 graph of
+the *-int8 specs is never made here (quantizing needs calibration images): --int8-model, or X.int8.onnx found
+beside --model X.onnx (what `cgdeploy export --int8` writes); the auto specs include them only when it is there.
+
+"% of peak" divides by peaks measured on this machine (bench/peaks.py: a GEMM and a 3x3 conv per library and
+precision): measured once (~15 s), cached
+in $CGDEPLOY_CACHE/peaks (default ~/.cache/cgdeploy/peaks), again with --remeasure-peaks.
 
 Before anything runs: sizes, memory and a --video clip are checked (bench.limits), an existing results.json
 is refused without --force, and the folder is proven writable and locked for the run. A failed --video makes
@@ -118,12 +124,30 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                                                 help="FP16 graph (g_*.fp16.onnx) for the *-fp16 ONNX Runtime backends "
                                                      "(default: made from --checkpoint or --model into "
                                                      "RESULTS/artifacts)."),
+        int8_model: Path | None = typer.Option(None, "--int8-model",
+                                                help="INT8 QDQ graph (g_*.int8.onnx from `cgdeploy export --int8`) for "
+                                                     "openvino-int8 / onnxruntime-int8 (default: X.int8.onnx beside "
+                                                     "--model X.onnx, if there; never made here)."),
         backends: str = typer.Option("auto", "--backends",
                                      help="Comma-separated: torch, torch-bf16, torch-compile, torch-compile-bf16, "
                                           "torch-cuda[-fp16|-bf16|-compile-fp16], onnxruntime[-cuda[-fp16]|-trt"
-                                          "[-fp16]], openvino-f32, openvino-bf16, tensorrt; extra backend options as "
-                                          "name:key=value (openvino-bf16:num_streams=2). auto: all CPU ones the "
-                                          "artifacts allow, plus GPU ones when nvidia-smi sees a GPU."),
+                                          "[-fp16]|-int8], openvino-f32, openvino-bf16, openvino-int8, "
+                                          "openvino-{f32,bf16,int8}-tput (THROUGHPUT mode), tensorrt; extra backend "
+                                          "options as name:key=value (openvino-bf16:num_streams=2). auto: all CPU ones "
+                                          "the artifacts allow (the int8 ones with an int8 graph), plus GPU ones when "
+                                          "nvidia-smi sees a GPU."),
+        throughput: bool = typer.Option(False, "--throughput",
+                                        help="Also run each OpenVINO spec in THROUGHPUT mode (its -tput variant) and "
+                                             "fill the 'tput fps' column: frames/s with N batches in flight beside "
+                                             "the batch-1 latency. Backends without an async queue stay blank "
+                                             "(sync: their fps is their throughput)."),
+        inflight: int | None = typer.Option(None, "--inflight", min=1,
+                                            help="Batches in flight for the throughput column (default: what the "
+                                                 "backend reports as its optimum, OpenVINO's optimal infer requests)."),
+        remeasure_peaks: bool = typer.Option(False, "--remeasure-peaks",
+                                             help="Measure this machine's peaks again (the '% peak' denominators; "
+                                                  "otherwise measured once and cached in $CGDEPLOY_CACHE/peaks, "
+                                                  "default ~/.cache/cgdeploy/peaks). Do it on a quiet machine."),
         sizes: str = typer.Option("256x256,720x1280", "--sizes", help="HEIGHTxWIDTH list, comma-separated."),
         batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated (e.g. 1,4)."),
         repeats: int = typer.Option(20, "--repeats", min=1, help="Timed calls per case (at most)."),
@@ -142,31 +166,44 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                                                  help="Spec for --video (default: the fastest that ran)."),
         force: bool = FORCE,
     ) -> None:
-        """Compare backends: p50/p90/p99 latency, fps, GFLOP/s and % of peak, parity vs torch fp32."""
+        """Compare backends: p50/p90/p99 latency, fps, throughput, GFLOP/s and % of measured peak, parity vs
+        torch fp32."""
         from cyclegan_deploy.bench import BenchConfig, default_specs, print_table, run_bench, write_outputs
+        from cyclegan_deploy.bench.cases import int8_beside, parse_spec, with_throughput
         from cyclegan_deploy.bench.limits import preflight
+        from cyclegan_deploy.bench.peaks import machine_peaks
         from cyclegan_deploy.frames import parse_size
 
         given = {"--engine": engine, "--model": model, "--checkpoint": checkpoint, "--fp16-model": fp16_model,
-                 "--video": video}
-        if engine is None and model is None and checkpoint is None:
-            raise ConfigError("give at least one of --checkpoint X.pth, --model X.onnx or --engine X.plan")
+                 "--int8-model": int8_model, "--video": video}
+        if engine is None and model is None and checkpoint is None and int8_model is None:
+            raise ConfigError("give at least one of --checkpoint X.pth, --model X.onnx, --int8-model X.int8.onnx "
+                              "or --engine X.plan")
         for flag, path in given.items():
             if path is not None and not path.exists():
                 raise ConfigError(f"{path}: no such file (from {flag}); check the path")
         if out.exists() and not out.is_dir():
             raise ConfigError(f"{out}: is a file; -o takes the results folder, choose another -o")
         refuse_existing(out / "results.json", force)
-        specs = (default_specs(checkpoint, model, engine, gpu=shutil.which("nvidia-smi") is not None)
+        int8 = int8_model or int8_beside(model)
+        specs = (default_specs(checkpoint, model, engine, gpu=shutil.which("nvidia-smi") is not None, onnx_int8=int8)
                  if backends.strip() == "auto" else _split(backends))
-        cfg = BenchConfig(out_dir=out, specs=specs, sizes=[parse_size(s, option="--sizes") for s in _split(sizes)],
+        cfg = BenchConfig(out_dir=out, specs=with_throughput(specs) if throughput else specs,
+                          sizes=[parse_size(s, option="--sizes") for s in _split(sizes)],
                           batches=_ints(batch, "--batch"), checkpoint=checkpoint, onnx=model, onnx_fp16=fp16_model,
-                          engine=engine, warmup=warmup, repeats=repeats, max_seconds=max_seconds, threads=threads,
-                          reference=reference, baseline=baseline, video=video, video_backend=video_backend)
+                          onnx_int8=int8, engine=engine, warmup=warmup, repeats=repeats, max_seconds=max_seconds,
+                          threads=threads, reference=reference, baseline=baseline, video=video,
+                          video_backend=video_backend, inflight=inflight,
+                          notes=[f"int8 graph {int8} found beside {model}"] if int8 and not int8_model else [])
         cfg.needed_artifacts()  # unknown backend names fail here, before anything is made
         preflight(cfg)  # sizes, memory and the clip, before the folder is touched (run_bench checks again)
+        def echo(text: str) -> None:
+            typer.echo(text, err=True)
+
         with output_errors(out), _results_folder(out, force):
-            cfg = make_graphs_for(cfg, echo=lambda text: typer.echo(text, err=True))
+            cfg = make_graphs_for(cfg, echo=echo)
+            if any(parse_spec(name).device == "cpu" for name, *_ in cfg.plan()):
+                cfg = dataclasses.replace(cfg, peaks=machine_peaks(remeasure=remeasure_peaks, log=echo))
             results = run_bench(cfg)
             written = write_outputs(results, out)
         print_table(results)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from peak_fakes import FAKE_PEAKS
 
 from cyclegan_deploy import bench
 from cyclegan_deploy.bench import BenchConfig, Spec, parse_spec, run_bench
@@ -65,7 +66,8 @@ def test_parse_spec_and_size() -> None:
     assert s.options == {"precision": "bf16", "num_streams": 2, "performance_hint": "THROUGHPUT"}
     assert parse_spec("torch:compile=true").options["compile"] is True
     assert parse_spec("openvino-f32").precision == "fp32"
-    for bad in ("openvino-int8", "torch:compile"):
+    assert parse_spec("openvino-int8").precision == "int8" and parse_spec("onnxruntime-int8").artifact == "onnx-int8"
+    for bad in ("openvino-int4", "torch:compile"):
         with pytest.raises(ConfigError):
             parse_spec(bad)
     assert parse_size("720x1280") == (720, 1280)
@@ -176,7 +178,7 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     cfg = BenchConfig(out_dir=out / "results", onnx=onnx_path, checkpoint=out / "unused.pth", reference="onnxruntime",
                       sizes=[(30, 30), (40, 44)], batches=[1, 2],
                       specs=["onnxruntime", "openvino-bf16", "openvino-f32", "torch-cuda", "onnxruntime-cuda",
-                             "tensorrt"], warmup=1, repeats=4, max_seconds=60)
+                             "tensorrt"], warmup=1, repeats=4, max_seconds=60, peaks=FAKE_PEAKS)
     results = run_bench(cfg, loader=_fake_loader(opened), log=lambda s: None)
     written = write_outputs(results, cfg.out_dir)
     return results, written, cfg.out_dir, opened
@@ -216,6 +218,9 @@ def test_numbers_computed_from_samples(fake_run: Any) -> None:
     assert r["macs_per_frame"] == _hand_macs(32, 32)[0]
     assert r["gflops"] == pytest.approx(2 * r["macs_per_frame"] * 2 / (r["stats_ms"]["p50"] / 1e3) / 1e9)
     assert results["model"]["macs"]["32x32"]["from"] == "onnx"
+    # % of the peak measured through the case's library at its precision (peak_fakes: openvino bf16 300)
+    assert r["peak_gflops"] == 300.0 and r["peak_source"] == "openvino-bf16 peak"
+    assert r["pct_peak"] == pytest.approx(100 * r["gflops"] / 300.0)
     # parity against the reference backend's output on the same frame
     x = bench.make_input(1, 32, 32, 0)[0]
     expected = parity(np.tanh(x), np.tanh(x + 0.01))
@@ -233,7 +238,9 @@ def test_result_files(fake_run: Any) -> None:
     for key in ("created", "machine", "settings", "model", "reference", "baseline", "cases", "video", "notes"):
         assert key in data
     cpu = data["machine"]["cpu"]
-    assert isinstance(cpu["model"], str) and cpu["physical_cores"] >= 1 and cpu["peak_gflops"]["fp32"] > 0
+    assert isinstance(cpu["model"], str) and cpu["physical_cores"] >= 1
+    assert cpu["peak_gflops"] == {"fp32": 150.0, "bf16": 300.0, "int8": 600.0}  # the best measured, per precision
+    assert data["peaks"] == FAKE_PEAKS and set(cpu["isa"]) >= {"AVX2", "AVX-512", "AMX"}
     assert isinstance(data["machine"]["versions"]["python"], str)
     keys = set(data["cases"][0])
     for case in data["cases"]:
@@ -246,7 +253,9 @@ def test_result_files(fake_run: Any) -> None:
     assert len(rows) == len(results["cases"]) and tuple(rows[0]) == CSV_FIELDS
     md = (out / "results.md").read_text()
     assert "failed: RuntimeError: could not compile" in md and "unavailable: no CUDA device" in md
-    assert sum(line.startswith("| ") for line in md.splitlines()) == len(results["cases"]) + 1  # header + rows
+    cases_table = md.split("\n\n")[0]  # then the notes, then the measured peaks' table
+    assert sum(line.startswith("| ") for line in cases_table.splitlines()) == len(results["cases"]) + 1  # header+rows
+    assert sum(line.startswith("| ") for line in md.split("\n\n")[-1].splitlines()) == len(FAKE_PEAKS["entries"]) + 1
     if "latency.png" in written:
         assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
@@ -285,7 +294,8 @@ def test_case_record_keys_are_the_results_schema() -> None:
         "backend", "backend_name", "device", "precision", "options", "height", "width", "size", "run_height",
         "run_width", "batch", "status", "threads", "load_s", "first_call_ms", "samples_ms", "stats_ms",
         "budget_truncated", "ms_per_frame", "fps", "speedup", "macs_per_frame", "gflops", "peak_gflops", "pct_peak",
-        "max_abs", "psnr_db", "max_u8"]
+        "max_abs", "psnr_db", "max_u8", "peak_source", "throughput_fps", "throughput_inflight", "throughput_mode",
+        "throughput_speedup"]
     assert record.as_dict()["size"] == "30x40" and record.status == "not run"
 
 
