@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args(argv)
     how = bootstrap()
+    from cpu_quality import markdown as quality_md
     from cpu_quality import measure
 
     from cyclegan_deploy.artifacts import write_json, write_text
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         profiles = {} if args.no_profile else run_profiles(paths, *sizes[0], args.threads)
         results["notes"].append(f"whole script took {time.time() - t0:.0f} s")
         results["quality"], results["profile"] = quality, profiles
+        results["summary"] = {"targets": targets(results, quality, f"{sizes[0][0]}x{sizes[0][1]}"),
+                              "quality": quality_md(quality)}
         write_outputs(results, args.out)
         summary = summary_md(results, quality, profiles, lscpu_summary(), [f"{h}x{w}" for h, w in sizes], args.tiny)
         write_json(args.out / "quality.json", quality)

@@ -70,7 +70,7 @@ def table(res: dict[str, Any]) -> list[str]:
     rows = list(dict.fromkeys((r["backend"], r["batch"]) for r in cases))
     by = {(r["backend"], r["batch"], r["size"]): r for r in cases}
     head = ["backend", "batch", "precision"] + [f"{s} {c}" for s in sizes for c in ("p50 ms", "vs base")] + \
-           [f"PSNR dB ({sizes[0]})", f"% peak ({sizes[0]})"]
+           [f"tput fps ({sizes[0]})", f"PSNR dB ({sizes[0]})", f"% peak ({sizes[0]})"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for backend, batch in rows:
         cells = [by.get((backend, batch, s)) for s in sizes]
@@ -81,11 +81,14 @@ def table(res: dict[str, Any]) -> list[str]:
             lines.append(f"| {backend} | {batch} | - | " + f"{short.replace('|', '/')} |" + " |" * (len(head) - 4))
             continue
         first = cells[0] if cells[0] and cells[0]["status"] == "ok" else None
-        row = [ok[0]["backend_name"] or backend, str(batch), ok[0]["precision"]]
+        label = ok[0]["backend_name"] or backend
+        row = [label + (" (throughput mode)" if backend.endswith("-tput") else ""), str(batch), ok[0]["precision"]]
         for c in cells:
             row += [_ms(c["stats_ms"]["p50"]), _speed(c)] if c and c["status"] == "ok" else \
                    [c["status"].split(":")[0] if c else "-", "-"]
-        row += [_psnr(first) if first else "-",
+        tput = first.get("throughput_fps") if first else None
+        row += [f"{tput:.2f} ({first['throughput_inflight']} in flight)" if tput else "-",
+                _psnr(first) if first else "-",
                 f"{first['pct_peak']:.1f}" if first and first.get("pct_peak") is not None else "-"]
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -119,9 +122,15 @@ def section(res: dict[str, Any], kind: str, title: str, command: str, folder: Pa
     lines = [f"### {title}: {machine_line(res, kind)}", "", macs_line(res), "", *table(res), ""]
     lines.append(f"p50 of up to {s['repeats']} timed calls after {s['warmup']} warm-up calls (wall clock per call, "
                  f"host arrays in and out); `vs base` = frames/s against `{res['baseline']}` at the same size and "
-                 f"batch; PSNR vs `{res['reference']['spec']}` fp32 on the same frame ([-1, 1] outputs); "
+                 f"batch; PSNR vs `{res['reference']['spec']}` fp32 on the same seeded frame ([-1, 1] outputs; int8 "
+                 "is calibrated for images, not that noise-like frame: its quality on photographs is below); "
                  f"threads: {s['threads'] or 'each backend default (physical cores)'}. Created {res['created']}.")
     lines += best_line(res) + profile_lines(res)
+    summary = res.get("summary") or {}  # written by benchmarks/cpu.py: its target checks and quality table
+    if summary.get("targets"):
+        lines += ["", "Targets:", *summary["targets"]]
+    if summary.get("quality"):
+        lines += ["", *summary["quality"]]
     video = res.get("video")
     if video and video.get("status") == "ok":
         lines.append(f"Video end-to-end ({video['backend_name']}, batch {video['batch']}): "
