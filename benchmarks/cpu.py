@@ -46,11 +46,11 @@ def _top(rows: dict[str, float], total: float, n: int = 12) -> list[dict[str, An
 def profile_openvino(onnx: Path, precision: str, h: int, w: int, threads: int | None) -> dict[str, Any]:
     """OpenVINO perf counters of one inference (after warm-up): time by layer type and by kernel (exec type:
     shows whether AMX/AVX-512 bf16 kernels ran)."""
-    import openvino as ov
 
+    from cyclegan_deploy.backends.openvino import shared_core
     from cyclegan_deploy.bench.metrics import make_input
 
-    core = ov.Core()
+    core = shared_core()
     model = core.read_model(str(onnx))
     model.reshape([1, 3, h, w])
     config: dict[str, Any] = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}

@@ -3,7 +3,9 @@
 "Listed" is not "works": onnxruntime-gpu lists CUDA/TensorRT providers on machines where they cannot
 start, OpenVINO accepts a bf16 hint and runs f32, `import tensorrt` succeeds with only the type stubs.
 So every backend is probed by really running a one-node graph (a 1x1 convolution, so the CUDA EP has to
-bring up cuDNN) and checking what actually ran.
+bring up cuDNN) and checking what actually ran; OpenVINO's int8 by a QuantizeLinear/DequantizeLinear 3x3
+convolution (the pattern of `cgdeploy export --int8` graphs) whose kernel is read from the runtime model.
+The CPU line says what each precision runs on here (AVX2 / AVX-512 / VNNI / AVX512-BF16 / AMX) or why not.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from cyclegan_deploy.machine import cpu_flags, cpu_model, package_version, physi
 
 PACKAGES = ("numpy", "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino", "av",
             "tensorrt", "cuda-python", "cuda-bindings", "typer", "rich")
-CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512F", "avx512_vnni": "AVX512-VNNI", "avx512_bf16": "AVX512-BF16",
-             "avx512_fp16": "AVX512-FP16", "amx_tile": "AMX", "amx_bf16": "AMX-BF16", "amx_fp16": "AMX-FP16"}
+CPU_FLAGS = {"avx2": "AVX2", "avx_vnni": "AVX-VNNI", "avx512f": "AVX-512F", "avx512_vnni": "AVX512-VNNI",
+             "avx512_bf16": "AVX512-BF16", "avx512_fp16": "AVX512-FP16", "amx_tile": "AMX", "amx_bf16": "AMX-BF16",
+             "amx_int8": "AMX-INT8", "amx_fp16": "AMX-FP16"}
 PROBE_W = np.array([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]], dtype=np.float32)  # Conv 3->2 channels, 1x1
+# the int8 probe: u8 activations (scale QDQ_SX, zero point 0) and i8 weights (scale QDQ_SW) into a 3x3 Conv,
+# 8 -> 8 channels on 8x8: small, yet the kernel family OpenVINO picks for a generator's 3x3 convolutions
+QDQ_C, QDQ_HW, QDQ_SX, QDQ_SW = 8, 8, 0.05, 0.1
+FLOAT, UINT8, INT8 = 1, 2, 3  # TensorProto.DataType
 
 
 # ---- a one-node ONNX model written directly as protobuf (no `onnx` package needed at runtime) --------------
@@ -54,15 +61,53 @@ def _value_info(name: str, dims: tuple[int, ...]) -> bytes:
     return _field(1, name) + _field(2, _field(1, tensor_type))
 
 
+def _tensor(name: str, array: np.ndarray, data_type: int) -> bytes:
+    """TensorProto: dims, data_type, name, raw_data (little-endian)."""
+    return (b"".join(_field(1, d) for d in array.shape) + _field(2, data_type) + _field(8, name)
+            + _field(9, array.tobytes()))
+
+
+def _node(op: str, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
+    return b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs) + _field(4, op)
+
+
+def _model(nodes: Sequence[bytes], inits: Sequence[bytes], x: tuple[int, ...], y: tuple[int, ...]) -> bytes:
+    """ModelProto, opset 17, IR version 8: graph input x, output y."""
+    graph = (b"".join(_field(1, n) for n in nodes) + _field(2, "probe") + b"".join(_field(5, t) for t in inits)
+             + _field(11, _value_info("x", x)) + _field(12, _value_info("y", y)))
+    return _field(1, 8) + _field(7, graph) + _field(8, _field(1, "") + _field(2, 17))
+
+
 def probe_onnx_model() -> bytes:
     """ModelProto: y = Conv(x[1,3,4,4], W[2,3,1,1]), opset 17, IR version 8."""
-    w = PROBE_W.reshape(2, 3, 1, 1)
-    init = (b"".join(_field(1, d) for d in w.shape) + _field(2, 1) + _field(8, "W")
-            + _field(9, w.astype("<f4").tobytes()))
-    node = _field(1, "x") + _field(1, "W") + _field(2, "y") + _field(4, "Conv")
-    graph = (_field(1, node) + _field(2, "probe") + _field(5, init) + _field(11, _value_info("x", (1, 3, 4, 4)))
-             + _field(12, _value_info("y", (1, 2, 4, 4))))
-    return _field(1, 8) + _field(7, graph) + _field(8, _field(1, "") + _field(2, 17))
+    w = PROBE_W.reshape(2, 3, 1, 1).astype("<f4")
+    return _model([_node("Conv", ["x", "W"], ["y"])], [_tensor("W", w, FLOAT)], (1, 3, 4, 4), (1, 2, 4, 4))
+
+
+def qdq_weights() -> np.ndarray:
+    return (np.arange(QDQ_C * QDQ_C * 9) % 7 - 3).astype(np.int8).reshape(QDQ_C, QDQ_C, 3, 3)
+
+
+def probe_qdq_model() -> bytes:
+    """ModelProto: y = Conv(DQ(Q(x)), DQ(W_i8)), x[1,8,8,8] -> y[1,8,6,6]: an int8 convolution as QDQ graphs
+    spell it (u8 activations, i8 weights, per-tensor scales, zero points 0)."""
+    scalar = np.array
+    inits = [_tensor("sx", scalar(QDQ_SX, "<f4"), FLOAT), _tensor("zx", scalar(0, np.uint8), UINT8),
+             _tensor("Wq", qdq_weights(), INT8), _tensor("sw", scalar(QDQ_SW, "<f4"), FLOAT),
+             _tensor("zw", scalar(0, np.int8), INT8)]
+    nodes = [_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]), _node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             _node("DequantizeLinear", ["Wq", "sw", "zw"], ["Wd"]), _node("Conv", ["xd", "Wd"], ["y"])]
+    n = QDQ_HW
+    return _model(nodes, inits, (1, QDQ_C, n, n), (1, QDQ_C, n - 2, n - 2))
+
+
+def _qdq_input() -> tuple[np.ndarray, np.ndarray]:
+    """x on the u8 grid (exactly quantizable), and the exact y: int8 arithmetic must match it to float rounding."""
+    x = ((np.arange(QDQ_C * QDQ_HW * QDQ_HW) * 37) % 256).astype(np.float32).reshape(1, QDQ_C, QDQ_HW, QDQ_HW)
+    x *= np.float32(QDQ_SX)
+    windows = np.lib.stride_tricks.sliding_window_view(x[0].astype(np.float64), (3, 3), axis=(1, 2))
+    want = np.einsum("chwij,ocij->ohw", windows, qdq_weights() * QDQ_SW)[None]
+    return x, want
 
 
 def _probe_input() -> tuple[np.ndarray, np.ndarray]:
@@ -105,11 +150,14 @@ def probe_onnxruntime() -> list[dict[str, Any]]:
 
 
 def probe_openvino() -> list[dict[str, Any]]:
+    from cyclegan_deploy.backends.openvino import shared_core
+    from cyclegan_deploy.errors import BackendUnavailableError
+
     try:
-        import openvino as ov
-    except ImportError as e:
-        return [{"backend": "openvino", "ok": False, "detail": f"not installed ({_short(e)})"}]
-    core, (x, want) = ov.Core(), _probe_input()
+        core = shared_core()  # the backends' Core: see shared_core for why there is one per process
+    except BackendUnavailableError as e:
+        return [{"backend": "openvino", "ok": False, "detail": f"not installed ({_short(e.__cause__ or e)})"}]
+    x, want = _probe_input()
     rows = []
     try:  # OpenVINO reads ONNX from a file; a temp folder that refuses writes fails this probe, not doctor
         tmp_dir = tempfile.TemporaryDirectory(prefix="cgdeploy-doctor-")
@@ -137,8 +185,28 @@ def probe_openvino() -> list[dict[str, Any]]:
             except Exception as e:
                 ok, detail = False, f"fails ({_short(e)})"
             rows.append({"backend": f"openvino CPU {hint}", "ok": ok, "detail": detail})
+        rows.append(probe_openvino_int8(core, Path(tmp) / "probe_int8.onnx"))
     rows.append({"backend": "openvino devices", "ok": None, "detail": ", ".join(core.available_devices)})
     return rows
+
+
+def probe_openvino_int8(core: Any, path: Path) -> dict[str, Any]:
+    """Compile the QDQ probe (float ops f32) and say what its convolution ran, from the runtime model."""
+    from cyclegan_deploy.backends.openvino import INT8, executed_kernels, executed_precisions
+
+    x, want = _qdq_input()
+    try:
+        path.write_bytes(probe_qdq_model())
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        y = compiled({0: x})[compiled.output(0)]
+        ran, kernels = executed_precisions(compiled), ", ".join(executed_kernels(compiled))
+    except Exception as e:  # a write refused, or OpenVINO failing on the graph
+        return {"backend": "openvino CPU int8", "ok": False, "detail": f"fails ({_short(e)})"}
+    int8, right = any(p in INT8 for p in ran), bool(np.allclose(y, want, rtol=1e-4, atol=1e-3))
+    detail = (f"runs int8 ({kernels})" if int8 and right else
+              f"runs int8 ({kernels}) but the result is wrong" if int8 else
+              f"asked int8, OpenVINO ran {'/'.join(ran) or 'nothing'} ({kernels})")
+    return {"backend": "openvino CPU int8", "ok": int8 and right, "detail": detail}
 
 
 def probe_torch() -> list[dict[str, Any]]:
@@ -186,8 +254,27 @@ def probe_tensorrt() -> list[dict[str, Any]]:
 
 def cpu_info() -> dict[str, Any]:
     flags = cpu_flags()
+    labelled = {label: flag in flags for flag, label in CPU_FLAGS.items()}
     return {"model": cpu_model(), "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
-            "flags": {label: flag in flags for flag, label in CPU_FLAGS.items()}}
+            "flags": labelled, "precisions": precision_support(labelled)}
+
+
+def precision_support(f: dict[str, bool]) -> dict[str, str]:
+    """Per precision, the instructions OpenVINO/oneDNN kernels use on this CPU, or why it is unavailable
+    (f: CPU_FLAGS labels -> present). int8 runs everywhere from AVX2 on, fast only with dot products (VNNI)
+    or AMX tiles; bf16 and f16 run as such only with their instructions (else OpenVINO runs f32)."""
+    vec = "AVX-512" if f["AVX-512F"] else "AVX2" if f["AVX2"] else ""
+    no_amx = "" if f["AMX"] else " (no AMX)"
+    int8 = ("AMX-INT8 tiles" if f["AMX-INT8"] else
+            f"AVX512-VNNI dot products{no_amx}" if f["AVX512-VNNI"] else
+            f"AVX-VNNI dot products{no_amx}" if f["AVX-VNNI"] else
+            f"VNNI missing: int8 convolutions run through {vec} u8 kernels without dot-product instructions"
+            if vec else "unavailable: no AVX2")
+    return {"fp32": f"{vec} FMA" if vec else "no AVX2: slow SSE kernels",
+            "bf16": ("AMX-BF16 tiles" if f["AMX-BF16"] else f"AVX512-BF16 dot products{no_amx}" if f["AVX512-BF16"]
+                     else "unavailable: no AVX512-BF16/AMX-BF16 (OpenVINO runs f32)"),
+            "int8": int8,
+            "f16": "AMX-FP16 tiles" if f["AMX-FP16"] else "unavailable: no AMX-FP16 (OpenVINO runs f32)"}
 
 
 def gpu_info() -> list[dict[str, str]]:
@@ -235,8 +322,10 @@ def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
 def _summary(report: dict[str, Any]) -> list[str]:
     cpu, gpus = report["cpu"], report["gpus"]
     flags = " ".join(f"{k}{'+' if v else '-'}" for k, v in cpu["flags"].items())
+    can = "; ".join(f"{k} {v}" for k, v in cpu.get("precisions", {}).items())
     return [f"Python {report['python']}  platform {report['platform']}",
             f"CPU {cpu['model']}: {cpu['physical_cores']} physical cores, {cpu['logical_cpus']} logical; {flags}",
+            f"Precisions {can}",
             "GPU " + ("; ".join(" ".join(g.values()) for g in gpus) if gpus else "none (no nvidia-smi)")]
 
 

@@ -5,7 +5,8 @@ back; so a 2x2 image runs too); pixels are converted by the card's value ranges.
 16-bit inputs are converted to RGB for the model; an alpha channel is put back on the output when the
 output format keeps alpha (PNG, WebP, TIFF). EXIF orientation is applied first, like the video path
 honours rotation: the model sees the photo upright and the output is written upright. Same-size images are
-batched (the batch lowered to what the memory holds).
+batched (the batch lowered to what the memory holds), and the batches go through the backend's run_many:
+with OpenVINO in throughput mode several run at once while the next images are read and the last written.
 
 Per file, an image is skipped and listed (never a crash after other outputs were written) when it is
 unreadable, over PIL's decompression-bomb limit, or needs more memory than there is; only "nothing could be
@@ -19,7 +20,8 @@ so far (each is written atomically) and says how many.
 from __future__ import annotations
 
 import warnings
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from cyclegan_deploy.model_checks import (
     run_failure,
 )
 from cyclegan_deploy.outputs import check_writable, locked, missing_dirs, os_error_message, remove_empty_dirs
+from cyclegan_deploy.video.inflight import inflight_for, ordered_outputs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
@@ -82,6 +85,7 @@ class _Run:
     free: int | None  # bytes of memory available (None: unknown, no checks)
     report: ImagesReport
     good_calls: int = 0
+    inflight: int = 1  # batches the backend runs at once (each holds its memory)
 
     def image_bytes(self, h: int, w: int) -> int:
         """Memory one image costs the model call: its padded tensors and activations, the output image."""
@@ -92,7 +96,7 @@ class _Run:
     def batch_for(self, h: int, w: int) -> int:
         if self.free is None:
             return self.batch
-        return max(1, min(self.batch, int(self.free * 0.9) // max(1, self.image_bytes(h, w))))
+        return max(1, min(self.batch, int(self.free * 0.9 / self.inflight) // max(1, self.image_bytes(h, w))))
 
 
 def list_images(src: Path, exclude: Path | None = None) -> list[Path]:
@@ -187,12 +191,13 @@ def _refuse_existing(pairs: list[tuple[Path, Path]], out_dir: Path) -> None:
 
 def translate_images(src: str | Path, out_dir: str | Path, backend: Backend, *, batch: int = 4,
                      size: tuple[int, int] | None = None, force: bool = True, progress: bool = False,
-                     model: str | Path | None = None) -> ImagesReport:
+                     model: str | Path | None = None, inflight: int | None = None) -> ImagesReport:
     """Translate an image or every image under a folder into out_dir (same relative paths and names).
 
     size: (H, W) to resize to before the model (the output then has that size too). force: replace existing
     outputs (the library default; `cgdeploy translate` passes --force, refusing them otherwise). progress: a
-    bar on stderr when it is a terminal. model: the model file, named in messages.
+    bar on stderr when it is a terminal. model: the model file, named in messages. inflight: batches the backend
+    runs at once (None: its max_inflight; 1: one call at a time).
     """
     src, out_dir = Path(src), Path(out_dir)
     if not src.exists():
@@ -201,6 +206,8 @@ def translate_images(src: str | Path, out_dir: str | Path, backend: Backend, *, 
         raise MediaError(f"{src}: is a video, not an image; translate videos with `cgdeploy video {src.name} -o OUT`")
     if batch < 1:
         raise ConfigError(f"--batch {batch}: must be at least 1")
+    if inflight is not None and inflight < 1:
+        raise ConfigError(f"--inflight {inflight}: must be at least 1 (1: one batch at a time)")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: is a file; -o takes an output folder for `translate`")
     label = model_label(backend, model)
@@ -211,7 +218,8 @@ def translate_images(src: str | Path, out_dir: str | Path, backend: Backend, *, 
     files = list_images(src, exclude=out_dir.resolve())
     if not files:
         raise MediaError(f"{src}: no images found ({', '.join(IMAGE_SUFFIXES)}); pass an image or a folder of them")
-    run = _Run(backend, label, batch, machine.available_memory(), ImagesReport())
+    run = _Run(backend, label, batch, machine.available_memory(), ImagesReport(), inflight=inflight_for(backend,
+                                                                                                       inflight))
     if size is not None and run.free is not None and run.image_bytes(*size) > run.free:
         raise ConfigError(f"--size {size[0]}x{size[1]}: translating needs ~{gib(run.image_bytes(*size))} GiB per "
                           f"image, {gib(run.free)} GiB available; choose a smaller --size")
@@ -243,60 +251,73 @@ def translate_images(src: str | Path, out_dir: str | Path, backend: Backend, *, 
 
 
 def _translate_all(pairs: list[tuple[Path, Path]], run: _Run, size: tuple[int, int] | None, progress: bool) -> None:
-    """Read, group by size, run and write, with a progress bar of files done. Pending groups (sizes that have
-    not filled a batch yet) are flushed, largest first, once they hold more than a quarter of the memory."""
+    """Read, batch, run (run.inflight batches at once, outputs in order) and write, with a progress bar of files
+    done. Reading runs lazily as the backend asks for its next batch, so it overlaps the batches in flight."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    budget = (run.free or 4 << 30) // 4
-    pending: dict[tuple[int, int], list[_Item]] = {}
+    backend, meta = run.backend, run.backend.meta
     with Progress(TextColumn("translate"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
                   TimeRemainingColumn(), console=console, disable=not (progress and console.is_terminal)) as bar:
         task = bar.add_task("translate", total=len(pairs))
-        for path, dst in pairs:
-            try:
-                rgb, alpha = _read(path, run, size)
-            except _Skip as e:
-                run.report.skipped.append((path, str(e)))
-                bar.advance(task)
-                continue
-            except Exception as e:  # PIL raises OSError, UnidentifiedImageError, ValueError, SyntaxError...
-                why = (str(e).strip().splitlines() or [""])[0][:120]
-                run.report.skipped.append((path, f"unreadable ({type(e).__name__}{': ' + why if why else ''})"))
-                bar.advance(task)
-                continue
-            if size is not None:
-                rgb = resize_frames(rgb[None], *size)[0]
-                alpha = None if alpha is None else _resize_alpha(alpha, size)
-            key = (int(rgb.shape[0]), int(rgb.shape[1]))
-            group = pending.setdefault(key, [])
-            group.append(_Item(path, dst, rgb, alpha))
-            if len(group) >= run.batch_for(*key):
-                bar.advance(task, _run(pending.pop(key), run))
-            while pending and sum(it.rgb.nbytes for g in pending.values() for it in g) > budget:
-                largest = max(pending, key=lambda k: k[0] * k[1] * len(pending[k]))
-                bar.advance(task, _run(pending.pop(largest), run))
-        for group in pending.values():
-            bar.advance(task, _run(group, run))
+
+        def model_input(items: list[_Item]) -> np.ndarray:
+            h, w = items[0].rgb.shape[:2]
+            return pad_to_model(to_model(np.stack([it.rgb for it in items]), meta.input_range), model_size(h, w, meta))
+
+        def failed(e: Exception, shape: tuple[int, ...] | None) -> Exception:
+            if isinstance(e, CgDeployError):  # the backend's own check (an engine's profile...): the model's
+                return type(e)(f"{run.label}: {e}")
+            return run_failure(e, run.label, backend.name, shape or (run.batch, meta.input_nc, 0, 0), run.good_calls)
+
+        with closing(ordered_outputs(backend, _groups(pairs, run, size, lambda: bar.advance(task)), model_input,
+                                     run.inflight, failed)) as outputs:
+            for items, shape, y in outputs:
+                bar.advance(task, _write_batch(items, y, shape, run))
 
 
-def _run(items: list[_Item], run: _Run) -> int:
-    """One backend call on same-size images; writes each output. Returns the number of images done."""
-    backend, meta = run.backend, run.backend.meta
-    h, w = items[0].rgb.shape[:2]
-    x = pad_to_model(to_model(np.stack([it.rgb for it in items]), meta.input_range), model_size(h, w, meta))
-    try:
-        y = backend(x)
-    except CgDeployError as e:  # the backend's own check (an engine's profile...): named as the model's
-        raise type(e)(f"{run.label}: {e}") from e
-    except Exception as e:  # the runtime's own errors: not a generator, out of memory...
-        raise run_failure(e, run.label, backend.name, x.shape, run.good_calls) from e
-    check_output(y, x.shape, meta, run.label, backend.name)
+def _groups(pairs: list[tuple[Path, Path]], run: _Run, size: tuple[int, int] | None,
+            skipped: Callable[[], None]) -> Iterator[list[_Item]]:
+    """Same-size images in batches of what the memory holds, in reading order per size. Pending groups (sizes
+    that have not filled a batch yet) are flushed, largest first, once they hold more than a quarter of the
+    memory; unreadable files are listed in the report (and `skipped` is called) as they are met."""
+    budget = (run.free or 4 << 30) // 4
+    pending: dict[tuple[int, int], list[_Item]] = {}
+    for path, dst in pairs:
+        try:
+            rgb, alpha = _read(path, run, size)
+        except _Skip as e:
+            run.report.skipped.append((path, str(e)))
+            skipped()
+            continue
+        except Exception as e:  # PIL raises OSError, UnidentifiedImageError, ValueError, SyntaxError...
+            why = (str(e).strip().splitlines() or [""])[0][:120]
+            run.report.skipped.append((path, f"unreadable ({type(e).__name__}{': ' + why if why else ''})"))
+            skipped()
+            continue
+        if size is not None:
+            rgb = resize_frames(rgb[None], *size)[0]
+            alpha = None if alpha is None else _resize_alpha(alpha, size)
+        key = (int(rgb.shape[0]), int(rgb.shape[1]))
+        group = pending.setdefault(key, [])
+        group.append(_Item(path, dst, rgb, alpha))
+        if len(group) >= run.batch_for(*key):
+            yield pending.pop(key)
+        while pending and sum(it.rgb.nbytes for g in pending.values() for it in g) > budget:
+            yield pending.pop(max(pending, key=lambda k: k[0] * k[1] * len(pending[k])))
+    yield from pending.values()
+
+
+def _write_batch(items: list[_Item], y: np.ndarray, shape: tuple[int, ...], run: _Run) -> int:
+    """Check one backend output (of a `shape` input) and write each image. Returns the number written."""
+    meta = run.backend.meta
+    check_output(y, shape, meta, run.label, run.backend.name)
     if not all_finite(y):
         raise non_finite_error(run.label, ", ".join(str(it.src) for it in items[:3])
                                + (", ..." if len(items) > 3 else ""))
     run.good_calls += 1
+    h, w = items[0].rgb.shape[:2]
     out = from_model(crop(y, h, w, meta.scale), meta.output_range)
     for item, rgb in zip(items, out, strict=True):
         try:

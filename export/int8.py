@@ -172,7 +172,9 @@ def openvino_runner(model: Any) -> tuple[Runner, str]:
     """A runner of an in-memory ONNX graph on OpenVINO CPU (int8 kernels; f32 for the float ops)."""
     import openvino as ov
 
-    core = ov.Core()
+    from cyclegan_deploy.backends.openvino import shared_core
+
+    core = shared_core()
     ov_model = core.read_model(model.SerializeToString(), ov.Tensor(np.empty(0, np.uint8)))
     compiled: dict[tuple[int, ...], Any] = {}
 

@@ -72,9 +72,10 @@ def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "f32") -> 
 
 def openvino_runner(xml_path: Path, precision: str = "f32") -> Callable[[np.ndarray], np.ndarray]:
     """A float32 NCHW -> NCHW callable for the parity gate (one compiled model per input shape)."""
-    import openvino as ov
 
-    core = ov.Core()
+    from cyclegan_deploy.backends.openvino import shared_core
+
+    core = shared_core()
     model = core.read_model(str(xml_path))
     compiled: dict[tuple[int, ...], Any] = {}
 
@@ -92,7 +93,8 @@ def openvino_runner(xml_path: Path, precision: str = "f32") -> Callable[[np.ndar
 
 def cpu_supports(precision: str) -> bool:
     """Whether this CPU's OpenVINO plugin can run `precision` (bf16 needs AVX512-BF16/AMX; f16 AMX-FP16)."""
-    import openvino as ov
 
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    from cyclegan_deploy.backends.openvino import shared_core
+
+    caps = shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return precision == "f32" or {"bf16": "BF16", "f16": "FP16"}[precision] in caps

@@ -41,7 +41,10 @@ class Backend:
 
     def run_many(self, batches: Iterable[np.ndarray], inflight: int | None = None) -> Iterator[np.ndarray]:
         """Outputs of `batches`, in order. Backends with an async queue override this to keep up to `inflight`
-        (default max_inflight) batches running at once; the base runs them one by one."""
+        (default max_inflight) batches running at once; the base runs them one by one. Either way `batches` is
+        read lazily (at most inflight + 1 ahead of the outputs given back), every output is the caller's own
+        array, a batch's error is raised at its turn, and closing the iterator early waits for the batches
+        still running (video and image folders feed it from their queues)."""
         for batch in batches:
             yield self(batch)
 

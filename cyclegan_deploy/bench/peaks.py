@@ -178,9 +178,10 @@ def gemm_precisions(compiled: Any) -> list[str]:
 
 
 def _openvino(precision: str, n: int, seconds: float) -> dict[str, Any]:
-    import openvino as ov
 
-    core = ov.Core()
+    from cyclegan_deploy.backends.openvino import shared_core
+
+    core = shared_core()
     if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         raise BackendUnavailableError("OpenVINO's CPU plugin lists no BF16 capability on this CPU")
     want = {"fp32": ("f32",), "bf16": ("bf16",), "int8": ("u8", "i8")}[precision]

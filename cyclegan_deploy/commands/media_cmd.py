@@ -20,7 +20,7 @@ from cyclegan_deploy.commands.options import (
     PRECISION,
     resolve_artifact,
 )
-from cyclegan_deploy.errors import CheckpointError
+from cyclegan_deploy.errors import CheckpointError, ConfigError
 from cyclegan_deploy.frames import parse_size
 from cyclegan_deploy.outputs import output_errors
 
@@ -32,21 +32,33 @@ SIZE = typer.Option(None, "--size", help="Resize (upright) frames to HEIGHTxWIDT
                                          "the output has that size. Summaries print sizes HxW too.")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (on a terminal only).")
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for the backend (default: physical cores).")
+THROUGHPUT = typer.Option(False, "--throughput", help="OpenVINO: compile for throughput (PERFORMANCE_HINT=THROUGHPUT: "
+                                                      "several streams) and keep its optimal number of batches in "
+                                                      "flight. Default: latency mode, one batch at a time.")
+INFLIGHT = typer.Option(None, "--inflight", min=1, help="Batches the backend runs at once (default: what it runs "
+                                                        "best: OpenVINO --throughput its optimal number of requests, "
+                                                        "else 1). Backends without an async queue run one at a time.")
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
     return None if text is None else parse_size(text, "--size")
 
 
-def _open_backend(artifact: Path, backend: str, device: str, precision: str | None, threads: int | None) -> Backend:
+def _open_backend(artifact: Path, backend: str, device: str, precision: str | None, threads: int | None,
+                  throughput: bool = False) -> Backend:
     from cyclegan_deploy.backends import load_backend
 
     try:
-        return load_backend(artifact, backend=backend, device=device, precision=precision, threads=threads)
+        return load_backend(artifact, backend=backend, device=device, precision=precision, threads=threads,
+                            performance_hint="THROUGHPUT" if throughput else None)
     except CheckpointError as e:  # the checkpoint reader names what it found; the file is named here
         if str(artifact) in str(e):
             raise
         raise CheckpointError(f"{artifact}: not a 3-channel image generator ({e})") from e
+    except ConfigError as e:
+        if throughput and "performance_hint" in str(e):  # another backend refusing the OpenVINO option
+            raise ConfigError(f"--throughput is OpenVINO's throughput mode ({e}); add --backend openvino") from e
+        raise
 
 
 def _data_group(app: typer.Typer) -> typer.Typer | None:
@@ -83,6 +95,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                                                                    "for odd sizes with h264/hevc to keep the size)."),
         size: str | None = SIZE,
         threads: int | None = THREADS,
+        throughput: bool = THROUGHPUT,
+        inflight: int | None = INFLIGHT,
         no_audio: bool = typer.Option(False, "--no-audio", help="Drop the audio instead of copying it."),
         progress: bool = PROGRESS,
         force: bool = FORCE,
@@ -93,9 +107,9 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         artifact = resolve_artifact(engine, model, checkpoint)
         opts = VideoOptions(batch=batch, side_by_side=side_by_side, start=start, duration=duration, crf=crf,
                             codec=codec, preset=preset, pix_fmt=pix_fmt, size=_size(size), audio=not no_audio,
-                            progress=progress, force=force, model=artifact)
+                            progress=progress, force=force, model=artifact, inflight=inflight)
         # OS errors while writing (disk full mid-encode: FFmpeg's carry no file name) name the output
-        with output_errors(output), _open_backend(artifact, backend, device, precision, threads) as be:
+        with output_errors(output), _open_backend(artifact, backend, device, precision, threads, throughput) as be:
             report = translate_video(src, output, be, opts)
         typer.echo(report.summary())
 
@@ -112,6 +126,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         batch: int = BATCH,
         size: str | None = SIZE,
         threads: int | None = THREADS,
+        throughput: bool = THROUGHPUT,
+        inflight: int | None = INFLIGHT,
         progress: bool = PROGRESS,
         force: bool = typer.Option(False, "--force", help="Replace output files that already exist (otherwise the "
                                                           "run is refused before any work, naming them)."),
@@ -120,9 +136,9 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         from cyclegan_deploy.images import translate_images
 
         artifact = resolve_artifact(engine, model, checkpoint)
-        with output_errors(output), _open_backend(artifact, backend, device, precision, threads) as be:
+        with output_errors(output), _open_backend(artifact, backend, device, precision, threads, throughput) as be:
             report = translate_images(src, output, be, batch=batch, size=_size(size), force=force,
-                                      progress=progress, model=artifact)
+                                      progress=progress, model=artifact, inflight=inflight)
         typer.echo(report.summary())
 
     data = _data_group(app)

@@ -17,7 +17,8 @@ BACKEND = typer.Option("auto", "--backend",
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda. Asking for cuda never falls back to cpu.")
 FORCE = typer.Option(False, "--force", help="Replace an existing output (refused otherwise).")
 PRECISION = typer.Option(None, "--precision",
-                         help="Backend precision: fp32 | fp16 | bf16 (torch autocast, OpenVINO hint).")
+                         help="Backend precision: fp32 | fp16 | bf16 (torch autocast, OpenVINO hint); int8: "
+                              "require an int8 graph's int8 execution (OpenVINO).")
 
 
 def resolve_artifact(engine: Path | None, model: Path | None, checkpoint: Path | None) -> Path:

@@ -1,9 +1,11 @@
 """Video translation with PyAV: decode -> batches -> backend -> encode, audio copied, stages overlapped.
 
-Layout: probe.py reads the input (streams, rotation, rate, colour) and picks the encoder and pixel format;
-stages.py is a generic chain of threads joined by bounded queues; job.py is the run (decode, pre-process,
-inference, post-process, encode) and writer.py the output side, both reading one OutputPlan made before
-any thread starts. PyAV is imported inside functions, so importing this package stays light.
+Layout: options.py is what a run is asked (VideoOptions); probe.py reads the input (streams, rotation, rate,
+colour) and picks the encoder and pixel format; stages.py is a generic chain of threads joined by bounded
+queues; job.py is the run (decode, pre-process, inference, post-process, encode) and writer.py the output
+side, both reading one OutputPlan made before any thread starts; inflight.py feeds the backend's run_many
+in order with several batches in flight (OpenVINO throughput mode; image folders use it too). PyAV is
+imported inside functions, so importing this package stays light.
 
 What is kept from the input, and how:
 - Frame count and timestamps: every decoded frame in the window is encoded with the source pts (same
@@ -39,7 +41,8 @@ While running: a model output that is not (N, 3, scale*H, scale*W) or holds NaN/
 the model file and the frames; a full disk or a refused write is named as the output file.
 """
 
-from cyclegan_deploy.video.job import VideoOptions, VideoReport, translate_video
+from cyclegan_deploy.video.job import VideoReport, translate_video
+from cyclegan_deploy.video.options import VideoOptions
 from cyclegan_deploy.video.probe import VideoInfo, output_codec, pick_pix_fmt, probe_video
 
 __all__ = ["VideoInfo", "VideoOptions", "VideoReport", "output_codec", "pick_pix_fmt", "probe_video",

@@ -1,7 +1,9 @@
 """One video run: decode -> batch -> pre-process -> backend -> post-process -> encode, audio copied.
 
 The five stages run in their own threads joined by bounded queues (stages.StageRunner), so the model never
-waits on the codec while there is work queued and the codec threads use the cores the model leaves.
+waits on the codec while there is work queued and the codec threads use the cores the model leaves. The
+inference stage feeds the backend's run_many from its input queue: a backend with an async queue (OpenVINO
+in throughput mode) keeps several batches in flight, outputs still in frame order.
 Colour conversion and normalisation run per frame on a small thread pool inside the pre/post stages
 (swscale and numpy release the GIL), so those stages keep up with a GPU model at 720p; the decode and
 encode threads then only drive FFmpeg. Every size and format is decided once, before any thread starts
@@ -17,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import partial
@@ -46,8 +49,10 @@ from cyclegan_deploy.outputs import (
     remove_empty_dirs,
     temp_name,
 )
+from cyclegan_deploy.video.inflight import inflight_for, ordered_outputs
+from cyclegan_deploy.video.options import VideoOptions, check_options, expected_frames
 from cyclegan_deploy.video.probe import VideoInfo, check_encoder_options, one_line, output_codec, probe_video
-from cyclegan_deploy.video.stages import StageRunner, watch
+from cyclegan_deploy.video.stages import StageRunner, Streamed, watch
 from cyclegan_deploy.video.writer import (
     AudioQueue,
     OutputPlan,
@@ -61,29 +66,6 @@ from cyclegan_deploy.video.writer import (
 
 if TYPE_CHECKING:
     from cyclegan_deploy.backends import Backend
-
-
-@dataclass
-class VideoOptions:
-    batch: int = 4  # frames per backend call: amortises per-call overhead on GPUs, harmless on CPUs
-    side_by_side: bool = False  # write input | output next to each other
-    start: float = 0.0  # seconds from the start of the file
-    duration: float | None = None
-    crf: int = 18  # visually near-lossless for x264/x265; 0 = lossless
-    codec: str | None = None  # h264 | hevc | mpeg4 | vp9 | ffv1 | any PyAV encoder; None: h264 (.webm: vp9)
-    # x264/x265 preset. veryfast, not the encoders' medium: medium encodes 720p at ~1/4 the speed for a
-    # ~10-20% smaller file, enough to make the encoder, not a GPU model, the bottleneck (and on a CPU it
-    # takes cores from the model). --preset medium/slow for smaller files.
-    preset: str | None = "veryfast"
-    pix_fmt: str | None = None  # None: yuv420p, yuv444p for odd sizes with h264/hevc (see the package doc)
-    size: tuple[int, int] | None = None  # (H, W) to resize (upright) frames to before the model
-    audio: bool = True
-    progress: bool = True  # shown on a terminal only
-    queue_batches: int = 2  # batches in flight between two stages: enough to hide jitter, bounded memory
-    # an existing output is replaced. The library default, for the benchmarks that rerun into one file;
-    # `cgdeploy video` passes --force (the one overwrite rule: refused otherwise)
-    force: bool = True
-    model: Path | None = None  # the model file, named in messages (default: what the backend knows)
 
 
 @dataclass
@@ -116,6 +98,7 @@ class _Job:
         self.audio: AudioQueue = deque()  # filled by the decode thread, emptied by the writer's
         self.label = model_label(backend, opts.model)
         self.good_calls = 0  # backend calls that returned a valid batch (a failure before any is the model's)
+        self.inflight = inflight_for(backend, opts.inflight)
         self.decoded = 0
         self.no_pts = 0  # frames without a timestamp (raw .h264 streams): spaced at the stream's rate
 
@@ -224,21 +207,34 @@ class _Job:
         b.frames = []
         return b
 
-    def infer(self, b: _Batch) -> _Batch:
-        assert b.tensor is not None
-        name, meta, shape = self.backend.name, self.backend.meta, b.tensor.shape
-        try:
-            out = self.backend(b.tensor)
-        except CgDeployError as e:
-            raise type(e)(f"{self.label}: {name} on a {shape_text(shape)} batch: {e}") from e
-        except Exception as e:  # runtime errors: a graph that is no generator, out of memory...
-            raise run_failure(e, self.label, name, shape, self.good_calls) from e
-        check_output(out, shape, meta, self.label, name)
-        if not all_finite(out[: len(b.pts)]):
-            raise non_finite_error(self.label, f"frames {b.first + 1}-{b.first + len(b.pts)} of {self.info.path}")
-        self.good_calls += 1
-        b.out, b.tensor = out, None
-        return b
+    def infer(self, batches: Iterator[_Batch]) -> Iterator[_Batch]:
+        """The inference stage (Streamed): batches through the backend, up to `inflight` running at once, in
+        order; each output is checked before it goes on."""
+        name, meta = self.backend.name, self.backend.meta
+
+        def failed(e: Exception, _: tuple[int, ...] | None) -> Exception:
+            if isinstance(e, CgDeployError):
+                return type(e)(f"{self.label}: {name} on a {shape_text(self.shape)} batch: {e}")
+            return run_failure(e, self.label, name, self.shape, self.good_calls)  # out of memory, not a generator
+
+        def tensor(b: _Batch) -> np.ndarray:
+            assert b.tensor is not None
+            return b.tensor
+
+        with closing(ordered_outputs(self.backend, batches, tensor, self.inflight, failed)) as outputs:
+            for b, shape, out in outputs:
+                check_output(out, shape, meta, self.label, name)
+                if not all_finite(out[: len(b.pts)]):
+                    raise non_finite_error(self.label, f"frames {b.first + 1}-{b.first + len(b.pts)} of "
+                                                       f"{self.info.path}")
+                self.good_calls += 1
+                b.out, b.tensor = out, None
+                yield b
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Every batch's tensor shape (fixed: the last batch repeats its last frame)."""
+        return (self.opts.batch, 3, *self.plan.padded)
 
     def _post_one(self, b: _Batch, i: int) -> Any:
         import av
@@ -280,7 +276,7 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
     against a second run, and a failed run removes the folders it created.
     """
     src, dst, opts = Path(src), Path(dst), opts or VideoOptions()
-    _check_options(opts)
+    check_options(opts)
     info = probe_video(src)  # before touching the output side: a bad input must not create folders
     check_output_path(src, dst)
     refuse_existing(dst, opts.force)
@@ -291,8 +287,10 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
     encoder = output_codec(opts.codec, dst)
     check_encoder_options(encoder, opts.pix_fmt, opts.preset)
     plan = plan_output(info, meta, encoder, opts.size, opts.side_by_side, opts.pix_fmt)
-    batch, warning = fit_batch(info, plan, meta, getattr(backend, "device", "cpu"), opts.batch, opts.queue_batches,
-                               _expected_frames(info, opts), opts.size is not None)
+    # batches in flight inside the backend are held too: they count like queued ones
+    depth = opts.queue_batches + inflight_for(backend, opts.inflight) - 1
+    batch, warning = fit_batch(info, plan, meta, getattr(backend, "device", "cpu"), opts.batch, depth,
+                               expected_frames(info, opts), opts.size is not None)
     opts = replace(opts, batch=batch)
     created = missing_dirs(dst.parent)
     try:
@@ -326,10 +324,10 @@ def _run(info: VideoInfo, dst: Path, backend: Backend, opts: VideoOptions, plan:
         # `writer` is for the cleanup below (None until opened); `out` for the stage callables
         writer = out = Writer(tmp, dst, info, plan, crf=opts.crf, preset=opts.preset,
                               audio=job.audio if opts.audio else None)
-        runner.start(("decode", job.decode()), [("preprocess", job.preprocess), ("inference", job.infer),
+        runner.start(("decode", job.decode()), [("preprocess", job.preprocess), ("inference", Streamed(job.infer)),
                                                 ("postprocess", job.postprocess)],
                      ("encode", lambda b: out.write(b.frames, b.pts)), out.finish)
-        watch(runner, info.path.name, _expected_frames(info, opts), lambda: out.frames, unit="frames",
+        watch(runner, info.path.name, expected_frames(info, opts), lambda: out.frames, unit="frames",
               rate_unit="fps", show=opts.progress)
         runner.shutdown()
         if runner.error is not None:
@@ -367,25 +365,4 @@ def _run(info: VideoInfo, dst: Path, backend: Backend, opts: VideoOptions, plan:
     busy = {k: round(v, 4) for k, v in runner.busy.items()}
     return VideoReport(src, dst, out.frames, plan.frame, info.rate, plan.encoder, plan.pix_fmt,
                        info.audio if out.audio_map else [], info.rotation, backend.name, opts.batch,
-                       time.perf_counter() - t0, busy, warnings)
-
-
-def _check_options(opts: VideoOptions) -> None:
-    if opts.batch < 1:
-        raise ConfigError(f"--batch {opts.batch}: must be at least 1")
-    if opts.start < 0 or (opts.duration is not None and opts.duration <= 0):
-        raise ConfigError("--start must be >= 0 and --duration > 0 (seconds)")
-    if not 0 <= opts.crf <= 63:
-        raise ConfigError(f"--crf {opts.crf}: use 0 (lossless) to 51 for h264/hevc, 63 for vp9; 18 is the default")
-    if opts.size is not None and min(opts.size) < 2:
-        raise ConfigError(f"--size {opts.size[0]}x{opts.size[1]}: frames must be at least 2x2")
-
-
-def _expected_frames(info: VideoInfo, opts: VideoOptions) -> int | None:
-    if opts.start == 0 and opts.duration is None and info.frames:
-        return info.frames
-    if info.duration is None:
-        return None
-    seconds = max(0.0, info.duration - opts.start)
-    return max(1, round(min(seconds, opts.duration or seconds) * float(info.rate)))
-
+                       time.perf_counter() - t0, busy, warnings, job.inflight)

@@ -4,6 +4,8 @@ Threads, not processes: the work each stage hands to a library (codecs, swscale,
 releases the GIL, and items (frames, batches) pass between stages without being copied or pickled. Bounded
 queues keep memory flat when one stage is slower than the others. The first error anywhere stops every
 stage and is kept for the caller to raise; each stage's busy time says which one limits the rate.
+A map stage is a function of one item, or a Streamed function of the whole input stream (for a backend that
+keeps several batches in flight and returns them in order).
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-MapStage = tuple[str, Callable[[Any], Any]]  # (name, item -> item)
+
+@dataclass(frozen=True)
+class Streamed:
+    """A map stage given the whole input stream: fn(iterator of items) -> iterator of items, one out per item
+    in, in order; it may read ahead (a backend with several batches in flight). Its busy time is the time spent
+    producing outputs, less the time it waited for input."""
+
+    fn: Callable[[Iterator[Any]], Iterator[Any]]
 
 
-class _Stopped(Exception):
-    """Raised inside a stage waiting on a queue once another stage failed or the caller stopped the run."""
+MapStage = tuple[str, Callable[[Any], Any] | Streamed]  # (name, item -> item | Streamed(items -> items))
+
+
+class _Stopped(BaseException):
+    """Raised inside a stage waiting on a queue once another stage failed or the caller stopped the run.
+    A BaseException, like GeneratorExit: it passes through a Streamed stage's `except Exception` handlers."""
 
 
 class StageRunner:
@@ -71,7 +85,8 @@ class StageRunner:
     def start(self, source: tuple[str, Iterator[Any]], maps: Sequence[MapStage],
               sink: tuple[str, Callable[[Any], None]], finish: Callable[[], None] | None = None) -> None:
         """Start one thread per stage. `finish` runs in the sink's thread after the last item (flush, trailer);
-        a source with a close() method (a generator) is closed when its thread ends, early stops included."""
+        a source with a close() method (a generator) is closed when its thread ends, early stops included; so is
+        a Streamed stage's output iterator."""
         (source_name, items), (sink_name, consume_one) = source, sink
         names = [source_name, *(n for n, _ in maps), sink_name]
         if len(set(names)) != len(names):
@@ -91,10 +106,41 @@ class StageRunner:
                 if close is not None:
                     close()
 
-        def transform(name: str, fn: Callable[[Any], Any], src: queue.Queue[Any], dst: queue.Queue[Any]) -> None:
-            while (item := self._get(src)) is not self._END:
-                self._put(dst, self._timed(name, fn, item))
+        def transform(name: str, fn: Callable[[Any], Any] | Streamed, src: queue.Queue[Any],
+                      dst: queue.Queue[Any]) -> None:
+            if isinstance(fn, Streamed):
+                stream(name, fn, src, dst)
+            else:
+                while (item := self._get(src)) is not self._END:
+                    self._put(dst, self._timed(name, fn, item))
             self._put(dst, self._END)
+
+        def stream(name: str, fn: Streamed, src: queue.Queue[Any], dst: queue.Queue[Any]) -> None:
+            waited = 0.0  # seconds the stream spent blocked on its input queue: not busy
+
+            def inputs() -> Iterator[Any]:
+                nonlocal waited
+                while True:
+                    t = time.perf_counter()
+                    item = self._get(src)
+                    waited += time.perf_counter() - t
+                    if item is self._END:
+                        return
+                    yield item
+
+            outputs = fn.fn(inputs())
+            try:
+                while True:
+                    t, before = time.perf_counter(), waited
+                    item = next(outputs, self._END)
+                    self.busy[name] += time.perf_counter() - t - (waited - before)
+                    if item is self._END:
+                        return
+                    self._put(dst, item)
+            finally:
+                close = getattr(outputs, "close", None)
+                if close is not None:  # a generator stopped early: its own cleanup (in-flight batches) runs now
+                    close()
 
         def consume() -> None:
             while (item := self._get(queues[-1])) is not self._END:

@@ -64,6 +64,7 @@ class VideoReport:
     wall_s: float
     busy_s: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    inflight: int = 1  # batches the backend ran at once
 
     @property
     def fps(self) -> float:
@@ -78,7 +79,8 @@ class VideoReport:
         rotated = f", turned {turn} to upright (display matrix)" if turn else ""
         lines = [f"wrote {self.dst}: {self.frames} frames {h}x{w} (HxW) @ {float(self.rate):.3f} fps, {self.codec} "
                  f"{self.pix_fmt}, audio: {audio}{rotated}",
-                 f"{self.wall_s:.2f}s = {self.fps:.2f} fps end-to-end with {self.backend} batch {self.batch}, "
+                 f"{self.wall_s:.2f}s = {self.fps:.2f} fps end-to-end with {self.backend} batch {self.batch}"
+                 + (f" x{self.inflight} in flight" if self.inflight > 1 else "") + ", "
                  f"model busy {infer / self.wall_s if self.wall_s else 0:.0%} of the time; stage busy: {busy}"]
         return "\n".join(lines + [f"warning: {m}" for m in self.warnings])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,3 +126,62 @@ def test_doctor_with_an_unwritable_temp_folder(monkeypatch, tmp_path, capsys) ->
     data = json.loads(captured.out)
     assert "Traceback" not in captured.err and list(tmp_path.iterdir()) == []
     assert any(r["backend"] == "openvino" and r["ok"] is False for r in data["probes"])
+
+
+def test_int8_probe_model_is_valid_qdq_onnx_with_an_exact_reference() -> None:
+    """The hand-written QDQ probe is valid ONNX, and its expected output is what ONNX Runtime computes."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load_from_string(doctor.probe_qdq_model())
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "DequantizeLinear", "DequantizeLinear", "Conv"]
+    ort = pytest.importorskip("onnxruntime")
+    x, want = doctor._qdq_input()
+    got = ort.InferenceSession(doctor.probe_qdq_model(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.shape == want.shape == (1, 8, 6, 6) and np.allclose(got, want, rtol=1e-5, atol=1e-4)
+    assert np.abs(want).max() > 1  # not a trivial all-zero answer
+
+
+def test_doctor_openvino_int8_row_says_what_ran(report: dict[str, Any]) -> None:
+    pytest.importorskip("openvino")
+    rows = {r["backend"]: r for r in report["probes"]}
+    row = rows["openvino CPU int8"]
+    if report["cpu"]["flags"]["AVX2"]:  # OpenVINO's int8 kernels start at AVX2
+        assert row["ok"] is True and row["detail"].startswith("runs int8 (") and "8" in row["detail"]
+
+
+def test_doctor_int8_probe_reports_float_execution(monkeypatch) -> None:
+    """Where the QDQ convolution runs in f32, the row says so instead of claiming int8."""
+    pytest.importorskip("openvino")
+    from cyclegan_deploy.backends import openvino as ovb
+
+    monkeypatch.setattr(ovb, "executed_precisions", lambda compiled: {"f32": 1})
+    monkeypatch.setattr(ovb, "executed_kernels", lambda compiled: {"jit_avx2_FP32": 1})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        row = doctor.probe_openvino_int8(ovb.shared_core(), Path(tmp) / "probe.onnx")
+    assert row == {"backend": "openvino CPU int8", "ok": False,
+                   "detail": "asked int8, OpenVINO ran f32 (jit_avx2_FP32)"}
+
+
+@pytest.mark.parametrize(("cpu", "flags", "says"), [
+    ("AVX2-only EPYC", {"AVX2"}, {"fp32": "AVX2 FMA", "bf16": "unavailable: no AVX512-BF16/AMX-BF16",
+                                  "int8": "VNNI missing: int8 convolutions run through AVX2 u8 kernels without "
+                                          "dot-product instructions"}),
+    ("Zen 5 EPYC", {"AVX2", "AVX-512F", "AVX512-VNNI", "AVX512-BF16"},
+     {"fp32": "AVX-512 FMA", "bf16": "AVX512-BF16 dot products (no AMX)", "int8": "AVX512-VNNI dot products (no AMX)",
+      "f16": "unavailable: no AMX-FP16"}),
+    ("Sapphire Rapids", {"AVX2", "AVX-512F", "AVX512-VNNI", "AVX512-BF16", "AMX", "AMX-BF16", "AMX-INT8"},
+     {"bf16": "AMX-BF16 tiles", "int8": "AMX-INT8 tiles"}),
+    ("Alder Lake", {"AVX2", "AVX-VNNI"}, {"int8": "AVX-VNNI dot products (no AMX)"}),
+])
+def test_precision_support_wording(cpu: str, flags: set[str], says: dict[str, str]) -> None:
+    support = doctor.precision_support({label: label in flags for label in doctor.CPU_FLAGS.values()})
+    for precision, text in says.items():
+        assert support[precision].startswith(text), (cpu, precision, support[precision])
+
+
+def test_doctor_prints_what_each_precision_runs_on(report: dict[str, Any]) -> None:
+    line = next(x for x in doctor.plain_lines(report) if x.startswith("Precisions "))
+    assert all(f"{k} {v}" in line for k, v in report["cpu"]["precisions"].items())
+    assert set(report["cpu"]["precisions"]) == {"fp32", "bf16", "int8", "f16"}

@@ -488,6 +488,53 @@ def test_stage_runner_is_generic_and_stops_on_first_error():
     assert seen == list(range(len(seen))) and len(seen) <= 3 and len(produced) < 20
 
 
+def test_streamed_stage_reads_ahead_keeps_order_and_is_closed_on_failure():
+    """A Streamed map stage (the inference stage with batches in flight) sees the whole input stream: it may
+    read ahead, its outputs keep their order, its busy time leaves out waiting for input, and when another
+    stage fails its generator is closed (its cleanup runs)."""
+    from cyclegan_deploy.video.stages import StageRunner, Streamed
+
+    def slow_numbers(n: int):
+        for i in range(n):
+            time.sleep(0.02)  # the source is the slow stage: the stream mostly waits for input
+            yield i
+
+    def pairs(items):  # reads two items before giving either back, like two batches in flight
+        held = []
+        for x in items:
+            held.append(x)
+            if len(held) == 2:
+                yield from (10 * h for h in held)
+                held.clear()
+        yield from (10 * h for h in held)
+
+    seen: list[int] = []
+    runner = StageRunner(depth=2, thread_prefix="test-")
+    runner.start(("numbers", slow_numbers(7)), [("pairs", Streamed(pairs))], ("collect", seen.append))
+    assert runner.wait(timeout=10)
+    runner.shutdown(timeout=10)
+    assert runner.error is None and seen == [10 * i for i in range(7)]
+    assert runner.busy["pairs"] < 0.5 * runner.busy["numbers"]  # waiting on the slow source is not busy
+
+    closed = threading.Event()
+
+    def guarded(items):
+        try:
+            yield from items
+        finally:
+            closed.set()
+
+    def sink(x: int) -> None:
+        if x == 2:
+            raise ValueError("sink failed")
+
+    runner = StageRunner(depth=1, thread_prefix="test-")
+    runner.start(("numbers", iter(range(10_000))), [("stream", Streamed(guarded))], ("collect", sink))
+    assert runner.wait(timeout=10)
+    runner.shutdown(timeout=10)
+    assert isinstance(runner.error, ValueError) and not runner.alive() and closed.is_set()
+
+
 def test_non_finite_batch_stops_the_run_naming_model_and_frames(clips, tmp_path):
     """A Backend whose second call returns NaN (an fp16 overflow on some frames): the run stops at that batch
     naming the model and the frames, instead of encoding black frames; nothing is left behind."""
@@ -507,3 +554,33 @@ def test_non_finite_batch_stops_the_run_naming_model_and_frames(clips, tmp_path)
     assert message.startswith(f"{tmp_path / 'model.onnx'}: ") and "NaN/Inf" in message and "frames 5-8" in message
     assert len(message.splitlines()) == 1
     assert not dst.exists() and leftovers(tmp_path) == [] and _no_stage_threads()
+
+
+def test_ordered_outputs_blames_the_model_only_for_the_models_errors():
+    """inflight.ordered_outputs (the inference step of video and image folders): outputs in order with their
+    items; a backend error goes through `failed` (which names the model), an input-side error does not."""
+    from cyclegan_deploy.video.inflight import ordered_outputs
+
+    class Fails(PixelModel):
+        def __call__(self, x):
+            if len(self.shapes) == 2:
+                raise RuntimeError("kernel exploded")
+            return super().__call__(x)
+
+    def failed(e: Exception, shape):
+        return ValueError(f"model.onnx: {e} on {shape}")
+
+    xs = [np.full((1, 3, 4, 4), i / 10, np.float32) for i in range(5)]
+    got = list(ordered_outputs(PixelModel(), range(5), lambda i: xs[i], 2, failed))
+    assert [i for i, _, _ in got] == list(range(5)) and all(s == (1, 3, 4, 4) for _, s, _ in got)
+    assert all(np.array_equal(y, PixelModel()(xs[i])) for i, _, y in got)
+    with pytest.raises(ValueError, match=r"model.onnx: kernel exploded on \(1, 3, 4, 4\)"):
+        list(ordered_outputs(Fails(), range(5), lambda i: xs[i], 2, failed))
+
+    def bad_input(i: int) -> np.ndarray:
+        if i == 3:
+            raise KeyError("frame 3 unreadable")
+        return xs[i]
+
+    with pytest.raises(KeyError, match="frame 3 unreadable"):
+        list(ordered_outputs(PixelModel(), range(5), bad_input, 2, failed))
