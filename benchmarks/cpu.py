@@ -33,8 +33,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, TINY_SIZES, bootstrap, command_output, lscpu_summary, parse_sizes  # noqa: E402
 
-SPECS_B1 = ["torch", "onnxruntime", "onnxruntime-int8", "openvino-f32", "openvino-bf16", "openvino-int8"]
-SPECS_TPUT = ["openvino-f32-tput", "openvino-bf16-tput", "openvino-int8-tput"]
+SPECS_B1 = ["torch", "onnxruntime", "onnxruntime-int8", "openvino-f32", "openvino-bf16", "openvino-int8",
+            "openvino-int8-bf16"]
+SPECS_TPUT = ["openvino-f32-tput", "openvino-bf16-tput", "openvino-int8-tput", "openvino-int8-bf16-tput"]
 TARGET_B1, TARGET_TPUT, TARGET_PSNR, TARGET_TASK_LOSS = 5.0, 8.0, 40.0, 0.3
 
 

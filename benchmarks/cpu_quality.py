@@ -22,7 +22,8 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immu
 # (label, backend, artifact kind, precision): the variants whose quality is reported
 VARIANTS = (("onnxruntime fp32", "onnxruntime", "onnx", None), ("onnxruntime int8", "onnxruntime", "int8", None),
             ("openvino f32", "openvino", "onnx", "f32"), ("openvino bf16", "openvino", "onnx", "bf16"),
-            ("openvino int8", "openvino", "int8", "f32"))
+            ("openvino int8", "openvino", "int8", "f32"),
+            ("openvino int8 + bf16 float ops", "openvino", "int8", "bf16"))
 
 
 def natural_photos(side: int) -> tuple[list[str], np.ndarray]:

@@ -69,10 +69,12 @@ def model_batches(frames: list[Any], batch: int, meta: Any) -> list[Any]:
     return out
 
 
-def inference_only(backend: Any, batches: list[Any]) -> float:
+def inference_only(backend: Any, batches: list[Any], inflight: int | None = None) -> float:
+    """Seconds for the backend alone on the prepared batches, with the same batches in flight as the video
+    path keeps (Backend.run_many: OpenVINO's async requests in throughput mode, one by one elsewhere)."""
     start = time.perf_counter()
-    for x in batches:
-        backend(x)
+    for _ in backend.run_many(batches, inflight):
+        pass
     return time.perf_counter() - start
 
 
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="256x256", help="HEIGHTxWIDTH of the generated clip")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--inflight", type=int, default=None, help="batches in flight (default: the backend's own "
+                   "count; OpenVINO in throughput mode: --option performance_hint=THROUGHPUT)")
+    p.add_argument("--target", type=float, default=TARGET, help=f"end-to-end / inference-only goal ({TARGET:g})")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--crf", type=int, default=18)
     p.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast, as `cgdeploy video`)")
@@ -137,15 +142,16 @@ def main(argv: list[str] | None = None) -> int:
                 calls += 1
             notes.append(f"warm-up: {calls} backend calls in {time.perf_counter() - start:.1f}s")
             rounds: list[dict[str, Any]] = []
-            opts = VideoOptions(batch=args.batch, progress=False, crf=args.crf, preset=args.preset)
+            opts = VideoOptions(batch=args.batch, progress=False, crf=args.crf, preset=args.preset,
+                                inflight=args.inflight)
             for r in range(args.rounds):
                 # A-B, B-A, ...: drift (clocks, neighbours) does not always favour the same measurement
                 if r % 2 == 0:
-                    infer_s = inference_only(backend, batches)
+                    infer_s = inference_only(backend, batches, args.inflight)
                     report = translate_video(clip, work / "out.mp4", backend, opts)
                 else:
                     report = translate_video(clip, work / "out.mp4", backend, opts)
-                    infer_s = inference_only(backend, batches)
+                    infer_s = inference_only(backend, batches, args.inflight)
                 rounds.append({"round": r, "inference_only_s": round(infer_s, 4),
                                "inference_only_fps": round(len(frames) / infer_s, 3),
                                "end_to_end_s": round(report.wall_s, 4), "end_to_end_fps": round(report.fps, 3),
@@ -163,14 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     ratio = e2e_fps / infer_fps if infer_fps else 0.0
     result = {
         "what": "end-to-end video fps vs inference-only fps, same backend instance, frames and batch",
-        "target": f"end_to_end_fps >= {TARGET:.0%} of inference_only_fps",
-        "target_met": ratio >= TARGET,
+        "target": f"end_to_end_fps >= {args.target:.0%} of inference_only_fps",
+        "target_met": ratio >= args.target,
         "ratio": round(ratio, 4),
         "inference_only_fps_median": infer_fps,
         "end_to_end_fps_median": e2e_fps,
         "rounds": rounds,
         "settings": {"backend": backend_name, "backend_threads": backend_threads, "codec_threads": "auto (FFmpeg)",
-                     "batch": args.batch, "frames": len(frames), "size": f"{info.height}x{info.width}",
+                     "batch": args.batch, "inflight": report.inflight, "frames": len(frames),
+                     "size": f"{info.height}x{info.width}",
                      "rate": str(info.rate), "audio": info.audio, "codec": "libx264", "crf": args.crf,
                      "preset": args.preset, "artifact": str(artifact),
                      "model": {"arch": meta.arch, "ngf": meta.ngf, "precision": meta.precision,
@@ -182,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out / f"{args.name}.json", json.loads(json.dumps(result, default=str)))
     write_text(args.out / f"{args.name}.md", summary_md(result))
     print(f"end-to-end {e2e_fps:.2f} fps = {ratio:.1%} of inference-only {infer_fps:.2f} fps "
-          f"({'meets' if ratio >= TARGET else 'misses'} the {TARGET:.0%} target) -> {args.out / args.name}.json/.md")
+          f"({'meets' if ratio >= args.target else 'misses'} the {args.target:.0%} target) -> "
+          f"{args.out / args.name}.json/.md")
     return 0
 
 
@@ -193,7 +201,8 @@ def summary_md(r: dict[str, Any]) -> str:
     lines = [
         "# Video pipeline: end-to-end fps vs inference-only fps", "",
         f"**{r['ratio']:.1%}** of inference-only ({r['end_to_end_fps_median']:.2f} vs "
-        f"{r['inference_only_fps_median']:.2f} fps, medians of {len(r['rounds'])} rounds); target >= 90%: "
+        f"{r['inference_only_fps_median']:.2f} fps, medians of {len(r['rounds'])} rounds); target >= "
+        f"{r['target'].split('>= ')[1].split(' ')[0]}: "
         f"**{'met' if r['target_met'] else 'not met'}**.", "",
         f"- Model: {s['model']['arch']} ngf {s['model']['ngf']} {s['model']['precision']} ({s['artifact']})",
         f"- Backend: {s['backend']}, backend threads {s['backend_threads']}, codec threads {s['codec_threads']}",

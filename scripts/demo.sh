@@ -24,7 +24,7 @@ cgdeploy data sample-video "$OUT/sample.mp4" --frames 90 --size 256x256 --fps 30
 
 step "5/6 backend comparison at 256x256 (medians; ratios vs torch eager in the same run)"
 COLUMNS=${COLUMNS:-160} cgdeploy bench --checkpoint "$OUT/run/latest_net_G_A.pth" --model "$OUT/export/g_AtoB.onnx" \
-  --backends torch,onnxruntime,openvino-f32,openvino-int8 --sizes 256x256 --batch 1 --repeats 15 --warmup 2 \
+  --backends torch,onnxruntime,openvino-f32,openvino-int8,openvino-int8-bf16 --sizes 256x256 --batch 1 --repeats 15 --warmup 2 \
   --max-seconds 20 -o "$OUT/bench" --force
 # the fastest backend that ran (an int8 graph counts only when OpenVINO really ran int8 kernels: it refuses
 # otherwise, and the graph passed its parity gate at export)
@@ -41,10 +41,11 @@ print(best, f"{sys.argv[2]}/g_AtoB.int8.onnx" if best.endswith("int8") else f"{s
 PY
 )"
 case "$BEST" in openvino*) BACKEND=openvino ;; *) BACKEND=onnxruntime ;; esac
+case "$BEST" in *-bf16) PRECISION=(--precision bf16) ;; *) PRECISION=() ;; esac
 
 step "6/6 translate the clip with the fastest verified path ($BEST: $MODEL)"
 cgdeploy video "$OUT/sample.mp4" -o "$OUT/translated.mp4" --model "$MODEL" \
-  --backend "$BACKEND" --batch 4 --side-by-side --no-progress --force
+  --backend "$BACKEND" "${PRECISION[@]}" --batch 4 --side-by-side --no-progress --force
 
 printf '\nDone.\n  translated video : %s\n  training samples : %s\n  export reports   : %s\n  benchmark table  : %s\n' \
   "$OUT/translated.mp4" "$OUT/run/samples/" "$OUT/export/g_AtoB.parity.json" "$OUT/bench/results.md"

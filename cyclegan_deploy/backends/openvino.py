@@ -48,6 +48,11 @@ class _Compiled:
     request: Any  # its synchronous InferRequest
 
 
+def chosen_hint(compiled: Any) -> str:
+    """The INFERENCE_PRECISION_HINT a compiled model took (f32, bf16, f16)."""
+    return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+
+
 @functools.lru_cache(maxsize=1)
 def shared_core() -> Any:
     """The process's one ov.Core (thread-safe), kept to the end. Its CPU plugin points the creating thread's
@@ -176,7 +181,9 @@ class OpenVinoBackend(Backend):
         # compile once now at the training size, so precision problems surface at load time, not mid-video
         size = max(self.meta.multiple, self.meta.train_size // self.meta.multiple * self.meta.multiple)
         first = self._request((1, self.meta.input_nc, size, size))
-        self.name = f"openvino-{self.precision}"
+        # an int8 graph's float ops (output conv, norms) follow the hint: name a bf16 one, it is another variant
+        float_ops = "-bf16" if self.precision == "int8" and chosen_hint(first.model) == "bf16" else ""
+        self.name = f"openvino-{self.precision}{float_ops}"
         optimal, self.streams = (int(first.model.get_property(k)) for k in ("OPTIMAL_NUMBER_OF_INFER_REQUESTS",
                                                                             "NUM_STREAMS"))
         self.max_inflight = max(1, opts.inflight or (optimal if hint == "THROUGHPUT" else 1))
@@ -190,7 +197,7 @@ class OpenVinoBackend(Backend):
             compiled = self._core.compile_model(self._model, "CPU", self._config)
         except Exception as e:
             raise ConfigError(f"{self.path}: OpenVINO failed to compile for input {shape} ({_first_line(e)})") from e
-        chosen = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        chosen = chosen_hint(compiled)
         if self._asked != "auto" and chosen != self._asked:
             raise self._refused(f"was asked for {self._asked} but chose {chosen}")
         self.precision = self._executed(compiled, chosen)

@@ -59,10 +59,13 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     # the QDQ graph's own precision: the OpenVINO backend names itself openvino-int8 only when its runtime model
     # runs the convolutions in u8/i8 (else BackendUnavailableError); ORT's kernel choice is not reported
     Spec("openvino-int8", "openvino-cpu", "onnx-int8", "cpu", "int8"),
+    # int8 convolutions, the float ops (output conv, instance norm) in bf16 where the CPU has it
+    Spec("openvino-int8-bf16", "openvino-cpu", "onnx-int8", "cpu", "int8", {"precision": "bf16"}),
     Spec("onnxruntime-int8", "onnxruntime-cpu", "onnx-int8", "cpu", "int8"),
     Spec("openvino-f32-tput", "openvino-cpu", "onnx", "cpu", "fp32", {"precision": "f32", **_TPUT}),
     Spec("openvino-bf16-tput", "openvino-cpu", "onnx", "cpu", "bf16", {"precision": "bf16", **_TPUT}),
     Spec("openvino-int8-tput", "openvino-cpu", "onnx-int8", "cpu", "int8", dict(_TPUT)),
+    Spec("openvino-int8-bf16-tput", "openvino-cpu", "onnx-int8", "cpu", "int8", {"precision": "bf16", **_TPUT}),
     Spec("tensorrt", "tensorrt", "engine", "cuda", "engine"),
 )}
 CPU_SPECS = ("torch", "torch-bf16", "onnxruntime", "openvino-f32", "openvino-bf16")
@@ -103,7 +106,8 @@ def parse_spec(text: str) -> Spec:
         if not eq or not key:
             raise ConfigError(f"bad option {item!r} in {text!r}; write key=value, e.g. torch:compile=true")
         options[key] = _value(value)
-    asked = str(options.get("precision", SPECS[name].precision))
+    # an int8 graph is int8 whatever precision its float ops are asked to run in (openvino-int8-bf16)
+    asked = "int8" if SPECS[name].artifact == "onnx-int8" else str(options.get("precision", SPECS[name].precision))
     # the label a case carries: the canonical name ("engine": whatever the engine was built with; "auto": the
     # runtime's choice, which the backend's own precision then reports)
     precision = asked if asked in ("engine", "auto") else canonical_precision(asked, what=f"precision in {text!r}")
