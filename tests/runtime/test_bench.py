@@ -357,6 +357,7 @@ def test_video_mode_reports_pipeline_and_inference_fps(tmp_path: Path) -> None:
     video = results["video"]
     assert video["status"] == "ok" and video["backend"] == "onnxruntime" and video["frames"] == 6
     assert video["run_size"] == [32, 40]  # the clip's size rounded up to the backend's multiple
+    assert video["inflight"] == 1  # a backend without an async queue: both sides measured one batch at a time
     assert video["end_to_end_vs_inference"] == pytest.approx(video["end_to_end_fps"] / video["inference_only_fps"])
     assert set(video["stage_busy_s"]) >= {"decode", "inference", "encode"}
     assert Path(video["output"]).is_file()
