@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from cyclegan_deploy import engine_sidecar
 from cyclegan_deploy.artifacts import read_card, sidecar_path, write_bytes
@@ -26,6 +27,9 @@ from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ExportE
 from cyclegan_deploy.frames import padded_size
 from cyclegan_deploy.machine import gib
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 ShapeArg = str | tuple[int, ...] | None
 
@@ -170,6 +174,22 @@ def check_engine_source(onnx_path: Path) -> str:
     return "int8"
 
 
+def _attach_timing_cache(config: trt.IBuilderConfig, data: bytes, path: Path) -> None:
+    """Attach the timing cache in `data` to the builder config. TensorRT returns False (it does not raise) for a
+    cache it refuses, e.g. one written by another TensorRT version or GPU: then start an empty one, which the
+    build rewrites at `path`, and say so; refusing an empty cache too is an error."""
+    cache = config.create_timing_cache(data)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    if data:
+        print(f"[TensorRT] timing cache {path} was refused (another TensorRT version or GPU?): starting an empty "
+              "one, rewritten after the build")
+        cache = config.create_timing_cache(b"")
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return
+    raise ExportError(f"{path}: TensorRT refused an empty timing cache; build without --timing-cache or report it")
+
+
 def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: BuildOptions | None = None
                  ) -> EngineSidecar:
     """Build a strongly typed engine from `onnx_path`, write `plan_path` (temp + rename), its sidecar and the
@@ -230,8 +250,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
     config.add_optimization_profile(trt_profile)
     cache_path = options.timing_cache
     if cache_path is not None:
-        data = cache_path.read_bytes() if cache_path.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False)
+        _attach_timing_cache(config, cache_path.read_bytes() if cache_path.is_file() else b"", cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT {trt.__version__} engine build failed: {'; '.join(messages[-3:])}; "

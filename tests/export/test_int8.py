@@ -372,3 +372,44 @@ def test_export_int8_engine_without_tensorrt(tiny_generator_file: Path, tmp_path
     assert code == 1 and "TensorRT is not installed" in one_error(err)
     assert f"trtexec --onnx={out / 'g_AtoB.int8.onnx'}" in stdout and "--stronglyTyped" in stdout
     assert (out / "g_AtoB.int8.onnx").is_file() and not (out / "g_AtoB.plan").exists()
+
+
+@pytest.mark.parametrize("refuses, expect", [(1, "rebuilt"), (2, "error")])
+def test_refused_timing_cache_starts_an_empty_one_or_fails(int8_graph, small_meta, tmp_path: Path, refuses: int,
+                                                          expect: str, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """TensorRT's set_timing_cache returns False (no exception) for a cache from another version or GPU."""
+    from cyclegan_deploy import engine_sidecar
+    from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
+
+    calls: list[tuple] = []
+    trt = _fake_tensorrt(calls)
+    answers = iter([False] * refuses + [True])
+
+    class Config:
+        builder_optimization_level = 0
+
+        def create_timing_cache(self, data):
+            calls.append(("create_timing_cache", bytes(data)))
+            return object()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            return next(answers)
+
+        def __getattr__(self, name):
+            return lambda *a, **k: types.SimpleNamespace(serialize=lambda: b"new-cache")
+
+    trt.Builder.create_builder_config = lambda self: Config()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("Fake GPU", "9.0"))
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old-cache-from-another-gpu")
+    path, _ = int8_graph
+    options = BuildOptions(workspace_gb=1, timing_cache=cache)
+    if expect == "error":
+        with pytest.raises(ExportError, match="refused an empty timing cache"):
+            build_engine(path, tmp_path / "g.plan", derive_profile(small_meta), options)
+        return
+    build_engine(path, tmp_path / "g.plan", derive_profile(small_meta), options)
+    assert [c[1] for c in calls if c[0] == "create_timing_cache"] == [b"old-cache-from-another-gpu", b""]
+    assert "was refused" in capsys.readouterr().out and cache.read_bytes() == b"new-cache"
