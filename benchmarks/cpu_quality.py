@@ -47,8 +47,11 @@ def natural_photos(side: int) -> tuple[list[str], np.ndarray]:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float | None:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return None if mse == 0 else round(10 * math.log10(peak**2 / mse), 2)
+    """quality.psnr rounded for the report; None (JSON null) for identical outputs."""
+    from cyclegan_deploy.quality import psnr
+
+    value = psnr(a, b, peak)
+    return round(value, 2) if math.isfinite(value) else None
 
 
 def _translate(run: Any, images: np.ndarray, meta: Any) -> np.ndarray:

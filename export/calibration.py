@@ -47,11 +47,16 @@ class Calibration:
                 "skipped_files": len(self.skipped)}
 
 
+def holdout_size(n_calib: int) -> int:
+    """Held-out images wanted beside n_calib calibration images: a quarter of them, within [4, 16]."""
+    return min(MAX_HOLDOUT, max(MIN_HOLDOUT, n_calib // 4))
+
+
 def split_counts(total: int, n_calib: int) -> tuple[int, int]:
     """(calibration, held-out) counts from `total` usable images: the held-out set is a quarter of the
     calibration size within [4, 16], or what is left beyond n_calib (at least one); a source with no more
     than n_calib images gives up a fifth of them (at least one)."""
-    holdout = min(MAX_HOLDOUT, max(MIN_HOLDOUT, n_calib // 4))
+    holdout = holdout_size(n_calib)
     if total > n_calib:
         holdout = min(holdout, total - n_calib)
         return n_calib, holdout
@@ -102,7 +107,7 @@ def from_folder(folder: Path, meta: ModelMeta, n_calib: int, kind: str = "folder
         raise DataError(f"{folder}: calibration folder not found; pass --calib DIR with images of the "
                         "generator's input domain")
     files = sorted((p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")), key=str)
-    side, want = model_side(meta), n_calib + min(MAX_HOLDOUT, max(MIN_HOLDOUT, n_calib // 4))
+    side, want = model_side(meta), n_calib + holdout_size(n_calib)
     digest = hashlib.sha256(f"{side}:{half}".encode())
     images: list[np.ndarray] = []
     skipped: list[str] = []
@@ -133,7 +138,7 @@ def built_in(meta: ModelMeta, n_calib: int, seed: int = 0) -> Calibration:
     from cyclegan_deploy.train.synthetic import apply_mapping, scene
 
     side = model_side(meta)
-    n_cal, n_hold = split_counts(10**6, n_calib)
+    n_cal, n_hold = n_calib, holdout_size(n_calib)
     domain_b = meta.direction == "BtoA"
     digest = hashlib.sha256(f"{side}:{seed}:{domain_b}".encode())
     images = []

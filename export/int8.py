@@ -72,9 +72,14 @@ def conv_nodes(model: Any) -> list[tuple[str, str]]:
     return [(n.name, n.input[1]) for n in model.graph.node if n.op_type in CONV_OPS]
 
 
+def producers_of(model: Any) -> dict[str, Any]:
+    """Tensor name -> the node that writes it."""
+    return {out: n for n in model.graph.node for out in n.output}
+
+
 def output_conv(model: Any) -> str | None:
     """The convolution nearest the graph output (walking back through Tanh and other single-input ops)."""
-    producers = {out: n for n in model.graph.node for out in n.output}
+    producers = producers_of(model)
     name = model.graph.output[0].name
     while name in producers:
         node = producers[name]
@@ -133,7 +138,7 @@ def to_signed(model: Any) -> Any:
 
 def quantized_convs(model: Any) -> list[str]:
     """Conv nodes of a QDQ graph whose weight comes through a DequantizeLinear."""
-    producers = {out: n for n in model.graph.node for out in n.output}
+    producers = producers_of(model)
     return [n.name for n in model.graph.node if n.op_type in CONV_OPS
             and getattr(producers.get(n.input[1]), "op_type", "") == "DequantizeLinear"]
 
@@ -148,7 +153,7 @@ def to_float(qdq: Any, fp32: Any, node_name: str) -> Any:
     fp32_weights = {i.name: i for i in fp32.graph.initializer}
     fp32_node = next(n for n in fp32.graph.node if n.name == node_name)
     node = next(n for n in model.graph.node if n.name == node_name)
-    producers = {out: n for n in model.graph.node for out in n.output}
+    producers = producers_of(model)
     consumers: dict[str, int] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -172,27 +177,17 @@ def openvino_runner(model: Any) -> tuple[Runner, str]:
     """A runner of an in-memory ONNX graph on OpenVINO CPU (int8 kernels; f32 for the float ops)."""
     import openvino as ov
 
-    from cyclegan_deploy.backends.openvino import shared_core
+    from cyclegan_deploy.export.openvino import openvino_runner as runner_of
 
-    core = shared_core()
-    ov_model = core.read_model(model.SerializeToString(), ov.Tensor(np.empty(0, np.uint8)))
-    compiled: dict[tuple[int, ...], Any] = {}
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if x.shape not in compiled:
-            ov_model.reshape({ov_model.inputs[0].get_any_name(): list(x.shape)})
-            compiled[x.shape] = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        request = compiled[x.shape].create_infer_request()
-        request.infer({0: x})
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-
-    return run, f"openvino {ov.__version__.split('-')[0]} CPU"
+    return runner_of(model.SerializeToString(), "f32"), f"openvino {ov.__version__.split('-')[0]} CPU"
 
 
 def onnxruntime_runner(model: Any) -> tuple[Runner, str]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    from cyclegan_deploy.export.validate import ort_session
+
+    session = ort_session(model.SerializeToString())
     name = session.get_inputs()[0].name
     return (lambda x: np.asarray(session.run(None, {name: x})[0])), f"onnxruntime {ort.__version__} CPU"
 

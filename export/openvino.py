@@ -70,13 +70,16 @@ def export_openvino(onnx_path: Path, xml_path: Path, precision: str = "f32") -> 
     return xml_path
 
 
-def openvino_runner(xml_path: Path, precision: str = "f32") -> Callable[[np.ndarray], np.ndarray]:
-    """A float32 NCHW -> NCHW callable for the parity gate (one compiled model per input shape)."""
+def openvino_runner(source: Path | bytes, precision: str = "f32") -> Callable[[np.ndarray], np.ndarray]:
+    """A float32 NCHW -> NCHW callable for the parity gate and the int8 guard (one compiled model per input
+    shape). `source`: an IR/ONNX path, or a serialized ONNX graph (the guard's in-memory candidates)."""
+    import openvino as ov
 
     from cyclegan_deploy.backends.openvino import shared_core
 
     core = shared_core()
-    model = core.read_model(str(xml_path))
+    model = (core.read_model(source, ov.Tensor(np.empty(0, np.uint8))) if isinstance(source, bytes)
+             else core.read_model(str(source)))
     compiled: dict[tuple[int, ...], Any] = {}
 
     def run(x: np.ndarray) -> np.ndarray:

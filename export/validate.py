@@ -145,13 +145,15 @@ def torch_reference(model: nn.Module, batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch).float()).numpy()
 
 
-def ort_session(onnx_path: Path, threads: int | None = None) -> Any:
+def ort_session(onnx_path: Path | bytes, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session of a graph file, or of a serialized graph (bytes)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def validate_onnx(model: nn.Module, meta: ModelMeta, onnx_path: Path, *,
