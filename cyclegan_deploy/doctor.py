@@ -23,13 +23,10 @@ from typing import Any
 import numpy as np
 
 from cyclegan_deploy.backends import UNAVAILABLE, available_backends
-from cyclegan_deploy.machine import cpu_flags, cpu_model, package_version, physical_cores
+from cyclegan_deploy.machine import CPU_FLAGS, cpu_flags, cpu_model, package_version, physical_cores
 
 PACKAGES = ("numpy", "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino", "av",
             "tensorrt", "cuda-python", "cuda-bindings", "typer", "rich")
-CPU_FLAGS = {"avx2": "AVX2", "avx_vnni": "AVX-VNNI", "avx512f": "AVX-512F", "avx512_vnni": "AVX512-VNNI",
-             "avx512_bf16": "AVX512-BF16", "avx512_fp16": "AVX512-FP16", "amx_tile": "AMX", "amx_bf16": "AMX-BF16",
-             "amx_int8": "AMX-INT8", "amx_fp16": "AMX-FP16"}
 PROBE_W = np.array([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]], dtype=np.float32)  # Conv 3->2 channels, 1x1
 # the int8 probe: u8 activations (scale QDQ_SX, zero point 0) and i8 weights (scale QDQ_SW) into a 3x3 Conv,
 # 8 -> 8 channels on 8x8: small, yet the kernel family OpenVINO picks for a generator's 3x3 convolutions

@@ -35,6 +35,21 @@ def cpu_flags() -> set[str]:
     return set(cpuinfo().get("flags", "").split())
 
 
+# /proc/cpuinfo flags that decide which precisions are fast, by label (doctor lists them all)
+CPU_FLAGS = {"avx2": "AVX2", "avx_vnni": "AVX-VNNI", "avx512f": "AVX-512F", "avx512_vnni": "AVX512-VNNI",
+             "avx512_bf16": "AVX512-BF16", "avx512_fp16": "AVX512-FP16", "amx_tile": "AMX", "amx_bf16": "AMX-BF16",
+             "amx_int8": "AMX-INT8", "amx_fp16": "AMX-FP16"}
+# the short summary bench prints (label -> any of these flags)
+ISA = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512-VNNI": ("avx512_vnni",),
+       "AVX512-BF16": ("avx512_bf16",), "AMX": ("amx_tile", "amx_bf16", "amx_int8")}
+
+
+def isa(flags: set[str] | None = None) -> dict[str, bool]:
+    """What this CPU can do: AVX2 / AVX-512 / AVX512-VNNI / AVX512-BF16 / AMX, each True/False."""
+    flags = cpu_flags() if flags is None else flags
+    return {label: any(f in flags for f in names) for label, names in ISA.items()}
+
+
 def allowed_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

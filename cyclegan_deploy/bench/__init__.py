@@ -2,7 +2,7 @@
 
 cases.py   specs, the run's configuration, the typed case record (CaseResult -> one results.json row)
 metrics.py latency statistics, parity fields, seeded inputs, MAC counts, machine info, GPU datasheet peaks
-peaks.py   the CPU's peaks measured per library and precision (GEMM, 3x3 conv; cached per machine), the ISA
+peaks.py   the CPU's peaks measured per library and precision (GEMM, 3x3 conv; cached per machine)
 report.py  results.json/.csv/.md and latency.png, written as one set; the table's rows
 table.py   the printed table: what fits a terminal, plain aligned text when piped
 limits.py  refused before anything runs: sizes below the model's smallest input, memory, a bad --video

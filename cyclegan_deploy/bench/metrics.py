@@ -25,9 +25,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from cyclegan_deploy.bench.peaks import isa
 from cyclegan_deploy.errors import CgDeployError
-from cyclegan_deploy.machine import allowed_cpus, cpu_flags, cpu_model, cpuinfo, package_version, physical_cores
+from cyclegan_deploy.machine import allowed_cpus, cpu_flags, cpu_model, cpuinfo, isa, package_version, physical_cores
 from cyclegan_deploy.metadata import REFERENCE_RANGE, canonical_precision
 from cyclegan_deploy.quality import parity
 

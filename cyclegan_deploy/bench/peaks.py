@@ -41,16 +41,7 @@ SCHEMA = "cgdeploy-peaks/2"  # 2: GEMM and convolution, the faster is the peak
 GEMM_N = 2048  # 17 GFLOP per fp32 call: ~0.1 s on 2 cores, far past the caches, still short
 SECONDS = 0.8  # timed per op after warm-up; the best call is the peak (a busy neighbour only slows calls)
 LIBRARIES = ("torch", "openvino", "onnxruntime", "numpy")
-# the CPU features that decide which precisions are fast (label -> /proc/cpuinfo flags, any of them)
-ISA = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512-VNNI": ("avx512_vnni",),
-       "AVX512-BF16": ("avx512_bf16",), "AMX": ("amx_tile", "amx_bf16", "amx_int8")}
 Log = Callable[[str], None]
-
-
-def isa(flags: set[str] | None = None) -> dict[str, bool]:
-    """What this CPU can do: AVX2 / AVX-512 / AVX512-VNNI / AVX512-BF16 / AMX, each True/False."""
-    flags = cpu_flags() if flags is None else flags
-    return {label: any(f in flags for f in names) for label, names in ISA.items()}
 
 
 def cache_dir() -> Path:

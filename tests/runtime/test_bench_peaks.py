@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from peak_fakes import FAKE_PEAKS, FAKE_RATES, REAL_MEASURE
 
+from cyclegan_deploy import machine
 from cyclegan_deploy.bench import BenchConfig, Spec, peaks, print_table, run_bench, timing, write_outputs
 from cyclegan_deploy.bench.cases import INT8_SPECS, default_specs, int8_beside, parse_spec, with_throughput
 from cyclegan_deploy.errors import BackendUnavailableError
@@ -115,9 +116,9 @@ def test_real_probes_say_what_ran() -> None:
 
 
 def test_isa_from_cpu_flags() -> None:
-    assert peaks.isa({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}) == {
+    assert machine.isa({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}) == {
         "AVX2": True, "AVX-512": True, "AVX512-VNNI": True, "AVX512-BF16": True, "AMX": False}
-    assert peaks.isa({"avx2", "amx_int8"}) == {"AVX2": True, "AVX-512": False, "AVX512-VNNI": False,
+    assert machine.isa({"avx2", "amx_int8"}) == {"AVX2": True, "AVX-512": False, "AVX512-VNNI": False,
                                                "AVX512-BF16": False, "AMX": True}
 
 
