@@ -18,32 +18,13 @@ from typing import Any
 
 import numpy as np
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+from cyclegan_deploy.quality import natural_photos
+
 # (label, backend, artifact kind, precision): the variants whose quality is reported
 VARIANTS = (("onnxruntime fp32", "onnxruntime", "onnx", None), ("onnxruntime int8", "onnxruntime", "int8", None),
             ("openvino f32", "openvino", "onnx", "f32"), ("openvino bf16", "openvino", "onnx", "bf16"),
             ("openvino int8", "openvino", "int8", "f32"),
             ("openvino int8 + bf16 float ops", "openvino", "int8", "bf16"))
-
-
-def natural_photos(side: int) -> tuple[list[str], np.ndarray]:
-    """scikit-image's photographs as uint8 (N, side, side, 3): centre square, bicubic resize."""
-    from PIL import Image
-    from skimage import data
-
-    names, out = [], []
-    for name in PHOTOS:
-        img = np.asarray(getattr(data, name)())
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
-        img = img[..., :3].astype(np.uint8)
-        h, w = img.shape[:2]
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        square = Image.fromarray(img[top:top + s, left:left + s]).resize((side, side), Image.Resampling.BICUBIC)
-        names.append(name)
-        out.append(np.asarray(square))
-    return names, np.stack(out)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float | None:

@@ -151,6 +151,12 @@ def _resolve_run_dir(run_dir: Path, direction: str) -> Path:
                           "pass a generator file or train first with `cgdeploy train`")
 
 
+def resolve_generator_path(path: str | Path, direction: str | None = None) -> Path:
+    """The generator file a path names: itself, or a run dir's latest generator for `direction`."""
+    path = Path(path)
+    return _resolve_run_dir(path, direction or "AtoB") if path.is_dir() else path
+
+
 def load_generator(path: str | Path, direction: str | None = None, arch: str | None = None,
                    ngf: int | None = None, norm: str | None = None, dropout: bool | None = None,
                    ) -> tuple[nn.Module, ModelMeta]:
@@ -158,9 +164,7 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
 
     Architecture comes from our metadata or is inferred from the keys; explicit options override it.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = _resolve_run_dir(path, direction or "AtoB")
+    path = resolve_generator_path(path, direction)
     obj = safe_load(path)
     meta_dict: dict[str, Any] = {}
     if isinstance(obj, dict) and obj.get("format") == GENERATOR_FORMAT:
@@ -196,7 +200,7 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
     model.eval()
     meta = cfg.to_meta(direction=direction or meta_dict.get("direction") or _direction_from_name(path),
                        source=path.name, source_sha256=sha256_file(path))
-    for key in ("model", "train_size"):  # what the weights cannot tell: the recipe and the training size
+    for key in ("model", "train_size", "extra"):  # what the weights cannot tell: recipe, training size, history
         if key in meta_dict:
             setattr(meta, key, meta_dict[key])
     return model, meta
@@ -255,5 +259,5 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 def save_generator(model: nn.Module, meta: ModelMeta, path: str | Path) -> None:
     """Our generator file: the reference state dict plus the model card (still weights_only-loadable)."""
     state = {k: v.detach().cpu() for k, v in strip_prefixes(model.state_dict()).items()}
-    meta_dict = {k: v for k, v in vars(meta).items() if k != "extra"}
+    meta_dict = dict(vars(meta))  # extra holds JSON-like values only (str/int/float/list/dict): weights_only loads them
     atomic_save({"format": GENERATOR_FORMAT, "meta": meta_dict, "state_dict": state}, path)

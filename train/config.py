@@ -17,7 +17,7 @@ from cyclegan_deploy.machine import allowed_cpus
 from cyclegan_deploy.metadata import ModelMeta
 from cyclegan_deploy.train.registry import GeneratorConfig, family_for
 
-MODELS = ("cyclegan", "pix2pix")
+MODELS = ("cyclegan", "pix2pix", "distill")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 NORMS = ("instance", "batch", "none")
 NETDS = ("basic", "n_layers", "pixel")
@@ -30,6 +30,9 @@ CONFIG_NAME = "config.json"
 # modify_commandline_options); `TrainConfig.for_model` applies them unless given explicitly.
 PIX2PIX_DEFAULTS: dict[str, Any] = {"netG": "unet_256", "norm": "batch", "dropout": True, "gan_mode": "vanilla",
                                     "pool_size": 0, "lambda_L1": 100.0}
+# distillation (GAN Compression's distiller): a narrow 6-block ResNet student, LSGAN, no image pool
+DISTILL_DEFAULTS: dict[str, Any] = {"netG": "resnet_6blocks", "ngf": 16, "pool_size": 0}
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"pix2pix": PIX2PIX_DEFAULTS, "distill": DISTILL_DEFAULTS}
 
 
 @dataclass
@@ -68,6 +71,13 @@ class TrainConfig:
     lambda_B: float = 10.0  # cycle B->A->B
     lambda_identity: float = 0.5  # identity loss weight, relative to lambda_A/B
     lambda_L1: float = 100.0  # pix2pix only
+    # distill only: the frozen teacher (generator file, its sha256 checked on --resume) and the loss weights of
+    # GAN Compression's distillation stage (L1 to the teacher's output, LSGAN, 1x1-mapped feature MSE)
+    teacher: str = ""
+    teacher_sha256: str = ""
+    lambda_distill: float = 10.0
+    lambda_gan: float = 1.0
+    lambda_feature: float = 0.01
     # run
     seed: int = 0
     device: str = "auto"
@@ -81,7 +91,7 @@ class TrainConfig:
         """Config with the model's reference defaults; explicit overrides win (None means "default")."""
         if model not in MODELS:
             raise ConfigError(f"unknown --model {model!r}; use cyclegan or pix2pix")
-        values: dict[str, Any] = dict(PIX2PIX_DEFAULTS) if model == "pix2pix" else {}
+        values: dict[str, Any] = dict(MODEL_DEFAULTS.get(model, {}))
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["model"] = model
         return cls._checked(values, "unknown training option(s): {}")
@@ -135,6 +145,11 @@ class TrainConfig:
                               f"needs; use e.g. {max(multiple, self.crop_size // multiple * multiple)}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        for name in ("lambda_distill", "lambda_gan", "lambda_feature"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.model == "distill" and not self.teacher:
+            raise ConfigError("distillation needs a teacher generator; pass it as `cgdeploy distill TEACHER`")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"--max-minutes must be > 0, got {self.max_minutes}")
 

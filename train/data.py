@@ -233,8 +233,19 @@ class SingleDataset(_ImageDataset):
         return {"A": apply_transform(img, self.cfg, params), "A_path": str(path)}
 
 
-def build_dataset(cfg: TrainConfig, phase: str = "train") -> UnpairedDataset | AlignedDataset:
-    """The reference's dataset mode for the model: unaligned for CycleGAN, aligned for pix2pix."""
+def build_dataset(cfg: TrainConfig, phase: str = "train") -> UnpairedDataset | AlignedDataset | SingleDataset:
+    """The reference's dataset mode for the model: unaligned for CycleGAN, aligned for pix2pix. Distillation
+    takes either layout (the target domain then feeds its discriminator) or any folder of input images."""
+    if cfg.model == "distill":
+        root = Path(cfg.dataroot)
+        if (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir():
+            return UnpairedDataset(cfg, root, phase)
+        if (root / phase).is_dir() and not (root / f"{phase}A").is_dir():
+            return AlignedDataset(cfg, root, phase)
+        if not root.is_dir():
+            raise DataError(f"{root}: data folder not found; pass --data with a folder of input images or a data "
+                            f"root with {phase}A/ and {phase}B/")
+        return SingleDataset(cfg, root)
     if cfg.model == "pix2pix":
         return AlignedDataset(cfg, cfg.dataroot, phase)
     return UnpairedDataset(cfg, cfg.dataroot, phase)

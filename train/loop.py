@@ -35,16 +35,18 @@ from cyclegan_deploy.train.base import GanModel, check_memory, resolve_device
 from cyclegan_deploy.train.checkpoints import atomic_save, safe_load
 from cyclegan_deploy.train.config import CONFIG_NAME, TrainConfig
 from cyclegan_deploy.train.cyclegan import CycleGAN
+from cyclegan_deploy.train.distill import Distiller
 from cyclegan_deploy.train.data import TORCH_WORKER_WARNING, EpochSampler, build_dataset, make_loader, sample_seed
 from cyclegan_deploy.train.losses import python_rng_state, set_python_rng_state
 from cyclegan_deploy.train.pix2pix import Pix2Pix
 from cyclegan_deploy.train.runlog import LOSSES_CSV, LOSSES_PNG, LossLog, plot_losses, save_grid
 from cyclegan_deploy.train.synthetic import evaluate_synthetic, is_synthetic
 
-TRAINERS: dict[str, type[GanModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix}
+TRAINERS: dict[str, type[GanModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix, "distill": Distiller}
 STATE_FORMAT = "cgdeploy-train-state"
 CHECKPOINT = Path("checkpoints") / "latest.pt"
 SYNTHETIC_EVAL = "synthetic_eval.json"
+DISTILL_EVAL = "distill_eval.json"  # student vs teacher at the end of a distillation (train/evaluate.py)
 # options that may change when a run is resumed; anything else would make it a different run
 RESUMABLE = frozenset({"dataroot", "run_dir", "epochs", "epochs_decay", "max_minutes", "num_workers", "device",
                        "save_every", "samples"})
@@ -61,6 +63,7 @@ class TrainResult:
     stopped_early: bool
     last_losses: dict[str, float] = field(default_factory=dict)
     synthetic: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None  # distillation: the student-vs-teacher eval report
 
 
 def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
@@ -216,7 +219,8 @@ class _Run:
         n = min(cfg.samples, len(self.dataset))
         fixed = [self.dataset[(i, sample_seed(cfg.seed, 0, i))] for i in range(n)]
         self.sample_a = torch.stack([f["A"] for f in fixed]).to(self.device)
-        self.sample_b = torch.stack([f["B"] for f in fixed]).to(self.device)
+        # a plain folder of inputs (distillation) has no target domain
+        self.sample_b = torch.stack([f["B"] for f in fixed]).to(self.device) if "B" in fixed[0] else None
 
     def _restore(self, state: Any) -> None:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -260,6 +264,7 @@ def clear_run(run_dir: Path) -> None:
     for name in (CHECKPOINT.parent, "samples"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
     for path in (run_dir / CONFIG_NAME, run_dir / LOSSES_CSV, run_dir / LOSSES_PNG, run_dir / SYNTHETIC_EVAL,
+                 run_dir / DISTILL_EVAL,
                  *run_dir.glob("*_net_*.pth")):
         path.unlink(missing_ok=True)
 
@@ -354,4 +359,11 @@ def _train(cfg: TrainConfig, resume: bool, force: bool, progress: bool | None, l
     if cfg.model == "cyclegan" and is_synthetic(cfg.dataroot):
         result.synthetic = evaluate_synthetic(model.generator_AtoB, cfg.dataroot, str(run.device), cfg.multiple)
         write_json(run.run_dir / SYNTHETIC_EVAL, result.synthetic)
+    if cfg.model == "distill":
+        from cyclegan_deploy.train.evaluate import evaluate
+
+        run.log("evaluating the student against the teacher")
+        result.evaluation = evaluate(run.run_dir / "latest_net_G.pth", cfg.teacher, cfg.dataroot,
+                                     device=str(run.device), training_folder=True)
+        write_json(run.run_dir / DISTILL_EVAL, result.evaluation)
     return result
