@@ -90,7 +90,7 @@ class TrainConfig:
     def for_model(cls, model: str = "cyclegan", **overrides: Any) -> TrainConfig:
         """Config with the model's reference defaults; explicit overrides win (None means "default")."""
         if model not in MODELS:
-            raise ConfigError(f"unknown --model {model!r}; use cyclegan or pix2pix")
+            raise ConfigError(f"unknown --model {model!r}; use {' or '.join(MODELS)}")
         values: dict[str, Any] = dict(MODEL_DEFAULTS.get(model, {}))
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["model"] = model

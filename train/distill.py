@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ class _Features:
 
     def __init__(self, net: nn.Module, indices: list[int]) -> None:
         self.out: dict[int, torch.Tensor] = {}
-        layers = net.model  # type: ignore[union-attr]
+        layers = cast(nn.Sequential, net.model)
         for i in indices:
             layers[i].register_forward_hook(self._keeper(i))
 
@@ -63,7 +63,7 @@ class _Features:
 
 def _channels(net: nn.Module, index: int) -> int:
     """Output channels of `model[index]` (a ReLU after a conv, or a ResnetBlock)."""
-    layers = list(net.model)  # type: ignore[union-attr]
+    layers = list(cast(nn.Sequential, net.model))
     for layer in reversed(layers[:index + 1]):
         convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
         if convs:
@@ -157,8 +157,8 @@ class Distiller(GanModel):
 
     def card(self) -> dict[str, Any]:
         t, cfg = self.teacher_meta, self.cfg
-        macs = {size: {"student": generator_macs(cfg.generator(), h, w), "teacher": generator_macs(card_config(t), h, w)}
-                for size, (h, w) in CARD_SIZES.items()}
+        macs = {size: {"student": generator_macs(cfg.generator(), h, w),
+                       "teacher": generator_macs(card_config(t), h, w)} for size, (h, w) in CARD_SIZES.items()}
         return {"teacher": Path(cfg.teacher).name, "teacher_sha256": cfg.teacher_sha256, "teacher_arch": t.arch,
                 "teacher_ngf": t.ngf, "teacher_n_blocks": t.n_blocks, "macs": macs,
                 "mac_ratio": round(macs["256x256"]["teacher"] / max(1, macs["256x256"]["student"]), 2),
@@ -228,5 +228,7 @@ def distill_config(teacher: str | Path, run_dir: str | Path, data: str | Path | 
     values: dict[str, Any] = {"preprocess": saved.get("preprocess"), "load_size": saved.get("load_size"),
                               "crop_size": saved.get("crop_size")} if data is None or Path(data) == Path(root) else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("n_blocks") is not None:  # name the arch by its count (config.json then says what was built)
+        values["netG"] = f"resnet_{values.pop('n_blocks')}blocks"
     return TrainConfig.for_model("distill", dataroot=dataroot, run_dir=str(run_dir), teacher=str(file.resolve()),
                                  teacher_sha256=sha256_file(file), direction=meta.direction, **values)

@@ -56,17 +56,17 @@ def input_split(meta: ModelMeta) -> str:
 
 
 def held_out(data: Path, meta: ModelMeta, training_folder: bool = False) -> tuple[list[np.ndarray], str, str]:
-    """(images, kind, where): the data root's test split of the input domain, else every image of the folder."""
+    """(images, kind, where): the data root's test split of the input domain, else every image of a plain
+    folder; a data root without that split gives no images (its other folders are not this model's inputs)."""
     from cyclegan_deploy.train.data import list_images, load_rgb
 
     split = data / input_split(meta)
     if split.is_dir():
         folder, kind = split, "held-out"
-    elif data.is_dir():
-        folder, kind = data, "training images (not held out)" if training_folder else "folder"
+    elif any((data / name).is_dir() for name in ("trainA", "trainB", "train", "testA", "testB")):
+        return [], f"no {input_split(meta)}/ in this data root", str(data)
     else:
-        raise DataError(f"{data}: data folder not found; pass --data with a folder of images or a data root with "
-                        f"{input_split(meta)}/")
+        folder, kind = data, "training images (not held out)" if training_folder else "folder"
     return [np.asarray(load_rgb(p)) for p in list_images(folder, "images to evaluate on")], kind, str(folder)
 
 
@@ -109,10 +109,16 @@ def evaluate(generator: str | Path, against: str | Path | None = None, data: str
         net.to(device).eval()
 
     root = Path(data) if data is not None else None
+    if root is not None and not root.is_dir():
+        raise DataError(f"{root}: data folder not found; pass --data with a folder of images or a data root with "
+                        f"{input_split(g_meta)}/")
     if root is not None and against is not None:
         images, kind, where = held_out(root, g_meta, training_folder)
-        outs = {name: translate_each(net, meta, images, device) for name, (net, meta) in nets.items()}
-        report["held_out"] = {"kind": kind, "folder": where} | image_metrics(outs["against"], outs["generator"])
+        if images:
+            outs = {name: translate_each(net, meta, images, device) for name, (net, meta) in nets.items()}
+            report["held_out"] = {"kind": kind, "folder": where} | image_metrics(outs["against"], outs["generator"])
+        else:
+            report["held_out"] = {"status": f"unavailable: {kind}"}
     if against is not None:
         try:
             names, photos = natural_photos(photo_side)

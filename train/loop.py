@@ -35,8 +35,8 @@ from cyclegan_deploy.train.base import GanModel, check_memory, resolve_device
 from cyclegan_deploy.train.checkpoints import atomic_save, safe_load
 from cyclegan_deploy.train.config import CONFIG_NAME, TrainConfig
 from cyclegan_deploy.train.cyclegan import CycleGAN
-from cyclegan_deploy.train.distill import Distiller
 from cyclegan_deploy.train.data import TORCH_WORKER_WARNING, EpochSampler, build_dataset, make_loader, sample_seed
+from cyclegan_deploy.train.distill import Distiller
 from cyclegan_deploy.train.losses import python_rng_state, set_python_rng_state
 from cyclegan_deploy.train.pix2pix import Pix2Pix
 from cyclegan_deploy.train.runlog import LOSSES_CSV, LOSSES_PNG, LossLog, plot_losses, save_grid

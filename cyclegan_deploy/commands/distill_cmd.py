@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
     def distill_command(
         teacher: Path = typer.Argument(..., help="The teacher: a run dir of `cgdeploy train`, a generator file or a "
                                                  "reference *_net_G*.pth (its architecture comes from its keys)."),
-        output: Path = typer.Option(..., "-o", "--output", help="Run dir of the student: checkpoints, latest_net_G.pth, "
-                                                                "logs, samples, distill_eval.json."),
+        output: Path = typer.Option(..., "-o", "--output", help="Run dir of the student: checkpoints, "
+                                                                "latest_net_G.pth, logs, samples, distill_eval.json."),
         data: Path | None = typer.Option(None, "--data", help="Input images: a data root (trainA/ + trainB/, or "
                                                               "train/ with A|B pairs) or any folder of images. "
                                                               "Default: the teacher run's own data root."),
