@@ -50,8 +50,9 @@ def student_key(teacher_sha: str, ngf: int, n_blocks: int, budget: float, batch:
     return f"ngf{ngf}-{n_blocks}blocks-{int(budget)}s-b{batch}-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def step_seconds(cfg: Any, steps: int = 5) -> float:
-    """Seconds per distillation step on this machine (after 2 warm-up steps), on random batches."""
+def step_seconds(cfg: Any, steps: int = 10) -> float:
+    """Seconds per distillation step on this machine (after 5 warm-up steps: the first few run ~40% slower and
+    would shrink the planned schedule), on random batches."""
     import torch
 
     from cyclegan_deploy.train.distill import Distiller
@@ -59,7 +60,7 @@ def step_seconds(cfg: Any, steps: int = 5) -> float:
     model = Distiller(cfg, torch.device("cpu"))
     shape = (cfg.batch_size, 3, cfg.crop_size, cfg.crop_size)
     batch = {"A": torch.rand(shape) * 2 - 1, "B": torch.rand(shape) * 2 - 1}
-    for _ in range(2):
+    for _ in range(5):
         model.optimize(batch)
     start = time.perf_counter()
     for _ in range(steps):

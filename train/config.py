@@ -22,6 +22,7 @@ PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", 
 NORMS = ("instance", "batch", "none")
 NETDS = ("basic", "n_layers", "pixel")
 GAN_MODES = ("lsgan", "vanilla")
+GAN_REALS = ("teacher", "data")
 DEVICES = ("auto", "cpu", "cuda")
 DIRECTIONS = ("AtoB", "BtoA")
 CONFIG_NAME = "config.json"
@@ -78,6 +79,7 @@ class TrainConfig:
     lambda_distill: float = 10.0
     lambda_gan: float = 1.0
     lambda_feature: float = 0.01
+    gan_real: str = "teacher"  # what distillation's D sees as real: the teacher's outputs | the data's target domain
     # run
     seed: int = 0
     device: str = "auto"
@@ -119,7 +121,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject impossible combinations early, with the option to change."""
         choices = {"model": MODELS, "preprocess": PREPROCESS, "norm": NORMS, "netD": NETDS, "gan_mode": GAN_MODES,
-                   "device": DEVICES, "direction": DIRECTIONS}
+                   "device": DEVICES, "direction": DIRECTIONS, "gan_real": GAN_REALS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 value = getattr(self, name)

@@ -4,9 +4,14 @@ discriminator on the target domain keeps its outputs sharp (x lambda_gan), and i
 through learned 1x1 convolutions (MSE x lambda_feature). No cycle loss.
 
 The student trains through the same loop as CycleGAN/pix2pix (seeded, exact --resume, Ctrl-C/SIGTERM, budget,
-losses, samples); the teacher is not trained, not checkpointed, and its file hash is checked on --resume. The
-discriminator's real images are the target domain of a data root (trainB, or the B halves of pix2pix pairs);
-with a plain folder of inputs there is none, so the teacher's outputs stand in for it.
+losses, samples); the teacher is not trained, not checkpointed, and its file hash is checked on --resume.
+
+What the discriminator sees as real (`gan_real`): by default the teacher's outputs, so every term pulls the
+student towards the teacher. GAN Compression shows D the dataset's real target images instead (`data`: trainB, or
+the B halves of pix2pix pairs; a plain folder of inputs has none, so it falls back to the teacher). Measured on
+the trained ResNet-9 teacher of benchmarks/ (ngf 16 / 6-block student, 400 steps of batch 4, same seed): with
+`data` the distillation L1 stalled at 0.077 and held-out PSNR vs the teacher was 26.0 dB; with `teacher`, 0.042
+and 28.4 dB — `data` fights the distillation term wherever the teacher differs from real B.
 """
 
 from __future__ import annotations
@@ -105,7 +110,7 @@ class Distiller(GanModel):
         with torch.no_grad(), self.autocast():
             target = self.teacher(real_a).float()
         teacher_features = {t: self._teacher_features.out[t].detach() for _, t in self.pairs}
-        real_b = batch["B"].to(self.device, non_blocking=True) if "B" in batch else target
+        real_b = batch["B"].to(self.device, non_blocking=True) if cfg.gan_real == "data" and "B" in batch else target
 
         set_requires_grad((d,), False)
         with self.autocast():

@@ -36,6 +36,10 @@ def register(app: typer.Typer) -> None:
         lambda_gan: float | None = typer.Option(None, "--lambda-gan", help="LSGAN adversarial weight (1)."),
         lambda_feature: float | None = typer.Option(None, "--lambda-feature",
                                                     help="Feature MSE through 1x1 convs (0.01; 0 disables)."),
+        gan_real: str | None = typer.Option(None, "--gan-real", help="What the discriminator sees as real: teacher "
+                                                                     "(its outputs; default) | data (the data "
+                                                                     "root's target domain, GAN Compression's "
+                                                                     "choice)."),
         crop_size: int | None = typer.Option(None, "--crop-size", help="Training crop (the teacher run's, else 256)."),
         load_size: int | None = typer.Option(None, "--load-size", help="Resize before cropping (the teacher run's, "
                                                                        "else 286)."),
@@ -52,9 +56,9 @@ def register(app: typer.Typer) -> None:
 
         options = {"ngf": ngf, "n_blocks": n_blocks, "ndf": ndf, "epochs": epochs, "epochs_decay": epochs_decay,
                    "max_minutes": max_minutes, "lambda_distill": lambda_distill, "lambda_gan": lambda_gan,
-                   "lambda_feature": lambda_feature, "crop_size": crop_size, "load_size": load_size,
-                   "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "num_workers": workers,
-                   "save_every": save_every}
+                   "lambda_feature": lambda_feature, "gan_real": gan_real, "crop_size": crop_size,
+                   "load_size": load_size, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+                   "num_workers": workers, "save_every": save_every}
         if resume:
             from cyclegan_deploy.train.checkpoints import resolve_generator_path
 

@@ -54,15 +54,6 @@ STUDENT_CLI = ["--ngf", "4", "--n-blocks", "1", "--ndf", "8", "--epochs", "1", "
                "--workers", "0", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    # tiny convolutions gain nothing from a second thread; on a busy 2-core machine they only contend
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("syn") / "data", n_train=N_TRAIN, n_test=N_TEST, size=32, seed=1)
@@ -315,6 +306,32 @@ def test_plain_image_folder_the_teacher_outputs_feed_the_discriminator(
     assert len(seen) == 3  # D(student) for G, then D(real), D(student) for D
     with torch.no_grad():
         assert torch.equal(seen[1], distiller.teacher(x))
+
+
+@pytest.mark.parametrize("gan_real", ["teacher", "data"])
+def test_gan_real_picks_what_the_discriminator_sees_as_real(
+        synth: Path, teacher_run: Path, tmp_path: Path, gan_real: str) -> None:
+    cfg = distill_config(teacher_run, tmp_path / "run", synth, gan_real=gan_real, crop_size=32, load_size=32,
+                         **{k: v for k, v in STUDENT.items() if k not in ("samples", "save_every")})
+    from cyclegan_deploy.train.data import build_dataset
+
+    item = build_dataset(cfg)[(0, 0)]
+    assert "B" in item  # a data root: the target domain is there to choose
+    distiller = Distiller(cfg, torch.device("cpu"))
+    seen: list[torch.Tensor] = []
+    distiller.nets["D"].register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    x, b = item["A"][None], item["B"][None]
+    distiller.optimize({"A": x, "B": b})
+    with torch.no_grad():
+        expected = distiller.teacher(x) if gan_real == "teacher" else b
+    assert torch.equal(seen[1], expected)
+    assert not torch.equal(distiller.teacher(x).detach(), b)  # the two choices really differ
+
+
+def test_unknown_gan_real_is_a_usage_error(teacher_run: Path, synth: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "distill", teacher_run, "-o", tmp_path / "s", "--data", synth, "--gan-real", "real")
+    assert code == 1 and "--gan-real 'real'" in err and "teacher, data" in err
 
 
 # --- export and backends ---

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -27,14 +26,6 @@ from cyclegan_deploy.train.synthetic import evaluate_synthetic, translate_uint8,
 
 N_TEST = 3
 C1 = (0.01 * 255) ** 2  # SSIM's luminance constant at data range 255
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

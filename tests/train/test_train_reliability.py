@@ -46,14 +46,6 @@ def data(_synth: Path) -> Iterator[Path]:
     assert _hashes(_synth) == before
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: a second thread only contends on 2 cores
-    yield
-    torch.set_num_threads(threads)
-
-
 _run, _one_error, _leftovers = run_cli, one_error, leftovers
 
 

@@ -34,16 +34,6 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("syn") / "data", n_train=4, n_test=3, size=32, seed=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    # tiny convolutions gain nothing from a second thread, and on a busy machine OpenMP threads
-    # competing for the same cores make each step 10x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cfg(data: Path, run: Path, model: str = "cyclegan", **kw: Any) -> TrainConfig:
     return TrainConfig.for_model(model, dataroot=str(data), run_dir=str(run), **(TINY | kw))
 
