@@ -47,6 +47,18 @@ def cuda_env() -> dict[str, Any]:
     return env
 
 
+def profile_shapes(sizes: list[tuple[int, int]], multiple: int, max_batch: int) -> tuple[str, str, str]:
+    """(--min-shape, --opt-shape, --max-shape) of one profile taking every (H, W) of the run, padded to the
+    model's multiple, at batch 1..max_batch. A profile is a box per dimension, so min and max are taken per
+    dimension (720x1280 and 1280x720 need 720..1280 in both); opt is the size of median area (any listed size
+    lies inside the box)."""
+    up = sorted(((-(-h // multiple) * multiple, -(-w // multiple) * multiple) for h, w in sizes),
+                key=lambda s: (s[0] * s[1], s))
+    (h0, w0), (h1, w1) = (min(h for h, _ in up), min(w for _, w in up)), (max(h for h, _ in up), max(w for _, w in up))
+    opt = up[(len(up) - 1) // 2]
+    return f"1x{h0}x{w0}", f"1x{opt[0]}x{opt[1]}", f"{max_batch}x{h1}x{w1}"
+
+
 def build_engine(onnx: Path | None, work: Path, sizes: list[tuple[int, int]], max_batch: int
                  ) -> tuple[Path | None, str]:
     """TensorRT engine covering every (size, batch) of the run; (None, why) when TensorRT/GPU is absent."""
@@ -62,15 +74,12 @@ def build_engine(onnx: Path | None, work: Path, sizes: list[tuple[int, int]], ma
         from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
 
         meta = read_card(onnx)
-        m = meta.multiple
-        up = [(-(-h // m) * m, -(-w // m) * m) for h, w in sizes]
-        lo, hi = min(up, key=lambda s: s[0] * s[1]), max(up, key=lambda s: s[0] * s[1])
-        opt = up[len(up) // 2]
-        profile = derive_profile(meta, f"1x{lo[0]}x{lo[1]}", f"1x{opt[0]}x{opt[1]}", f"{max_batch}x{hi[0]}x{hi[1]}")
+        profile = derive_profile(meta, *profile_shapes(sizes, meta.multiple, max_batch))
         plan = work / "model.plan"
         t = time.time()
         build_engine(onnx, plan, profile, BuildOptions(timing_cache=work / "timing.cache"))
-        return plan, f"built {plan.name} from {onnx.name} in {time.time() - t:.0f} s, profile {profile.as_dict()}"
+        took = time.time() - t
+        return plan, f"built {plan.name} from {onnx.name} in {took:.0f} s, profile {profile.describe(meta.multiple)}"
     except Exception as e:
         return None, f"engine build failed: {type(e).__name__}: {str(e)[:300]}"
 

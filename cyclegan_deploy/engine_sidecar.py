@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from cyclegan_deploy.metadata import ModelMeta
 
 SIDECAR_FORMAT = "cgdeploy-tensorrt-engine"
 Shape4 = tuple[int, int, int, int]
+# Video frame sizes (H, W as a landscape frame shows) an engine's profile reports on, in both orientations: a
+# profile is a box per dimension, so a portrait phone clip needs H up to the landscape W.
+VIDEO_SIZES: tuple[tuple[str, tuple[int, int]], ...] = (
+    ("720p", (720, 1280)), ("1080p", (1080, 1920)), ("1440p", (1440, 2560)), ("4K", (2160, 3840)))
 
 
 @dataclass
@@ -46,6 +51,35 @@ class Profile:
             return f"{self.input_name}:{'x'.join(map(str, s))}"
 
         return f"--minShapes={fmt(self.min)} --optShapes={fmt(self.opt)} --maxShapes={fmt(self.max)}"
+
+    def covers(self, shape: Sequence[int]) -> bool:
+        """Whether an NCHW input of `shape` lies within min..max in every dimension (what TensorRT accepts)."""
+        return len(shape) == 4 and all(a <= int(s) <= b for s, a, b in zip(shape, self.min, self.max, strict=True))
+
+    def describe(self, multiple: int = 1) -> str:
+        """What the profile takes, for people: 'batch 1-4, 64x64 to 1920x1920 (HxW), opt 4x1080x1920; video:
+        720p, 1080p (both orientations); not 1440p, 4K'. Frame sizes are counted after padding to `multiple`."""
+        m = max(1, int(multiple))
+
+        def up(x: int) -> int:
+            return -(-x // m) * m
+
+        (n0, _, h0, w0), (n1, c, h1, w1) = self.min, self.max
+        both: list[str] = []  # sizes taken in both orientations
+        one: list[str] = []  # "1080p landscape only"
+        missed: list[str] = []
+        for name, (h, w) in VIDEO_SIZES:
+            landscape, portrait = (self.covers((n1, c, up(a), up(b))) for a, b in ((h, w), (w, h)))
+            if landscape and portrait:
+                both.append(name)
+            elif landscape or portrait:
+                one.append(f"{name} {'landscape' if landscape else 'portrait'} only")
+            else:
+                missed.append(name)
+        video = ", ".join(([f"{', '.join(both)} (both orientations)"] if both else []) + one)
+        video = f"{video}; not {', '.join(missed)}" if video and missed else video or f"none of {', '.join(missed)}"
+        opt = "x".join(map(str, (self.opt[0], *self.opt[2:])))
+        return f"batch {n0}-{n1}, {h0}x{w0} to {h1}x{w1} (HxW), opt {opt}; video: {video}"
 
 
 @dataclass
@@ -119,15 +153,13 @@ def check_engine_compat(sidecar: EngineSidecar, trt_version: str, gpu_name: str,
 
 
 def gpu_info(device: int = 0) -> tuple[str, str]:
-    """(GPU name, compute capability 'major.minor') through cuda-python's runtime API."""
-    try:  # cuda-python >= 12.6 moved the bindings; older releases expose cuda.cudart
+    """(GPU name, compute capability 'major.minor') through cuda-python's runtime API: cuda.bindings.runtime
+    only, as backends/tensorrt.py (the old cuda.cudart module is gone since cuda-bindings 13)."""
+    try:
         cudart: Any = importlib.import_module("cuda.bindings.runtime")
-    except ImportError:
-        try:
-            cudart = importlib.import_module("cuda.cudart")
-        except ImportError as e:
-            raise BackendUnavailableError("cuda-python is not installed; pip install cuda-python (needed to read "
-                                          "the GPU name and compute capability for the engine sidecar)") from e
+    except ImportError as e:
+        raise BackendUnavailableError(f"cuda-python is not installed ({e}); pip install cuda-python (needed to read "
+                                      "the GPU name and compute capability for the engine sidecar)") from e
     err, props = cudart.cudaGetDeviceProperties(device)
     if err != cudart.cudaError_t.cudaSuccess:
         raise BackendUnavailableError(f"no usable CUDA GPU {device} ({err}); TensorRT engines need an NVIDIA GPU "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -24,9 +25,10 @@ from cyclegan_deploy import engine_sidecar
 from cyclegan_deploy.artifacts import read_card, sidecar_path, write_bytes
 from cyclegan_deploy.engine_sidecar import EngineSidecar, Profile, Shape4, write_sidecar
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ExportError
-from cyclegan_deploy.frames import padded_size
+from cyclegan_deploy.frames import min_size, padded_size
 from cyclegan_deploy.machine import gib
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
+from cyclegan_deploy.video.options import DEFAULT_BATCH
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -48,28 +50,53 @@ def parse_shape(text: ShapeArg, option: str) -> tuple[int | None, int, int] | No
     return (None, parts[0], parts[1]) if len(parts) == 2 else (parts[0], parts[1], parts[2])
 
 
+# Default profile (issue #12): engines are mostly run on video, so the default max is a box that takes 720p and
+# 1080p in either orientation (a profile is a per-dimension box: portrait 1080x1920 needs H up to 1920) at the
+# batch `cgdeploy video`/`translate` send by default; opt is that batch of landscape 1080p, the commonest
+# frame. The price is memory: TensorRT's default (STATIC) context allocates activations for the max shape.
+VIDEO_MAX_SIDE = 1920
+VIDEO_OPT = (1080, 1920)
+
+
+def _four(dims: Iterable[int]) -> Shape4:
+    n, c, h, w = dims
+    return n, c, h, w
+
+
 def derive_profile(meta: ModelMeta, min_shape: ShapeArg = None, opt_shape: ShapeArg = None,
                    max_shape: ShapeArg = None) -> Profile:
-    """Profile from --min/--opt/--max-shape; defaults from the training size: opt = train size (batch 1),
-    min = a quarter of it (batch 1), max = 4x it (batch 4). H/W must be multiples of meta.multiple because the
-    runtime reflect-pads frames to that multiple; a wrong value is refused with the rounded-up suggestion."""
+    """Profile from --min/--opt/--max-shape. Defaults: min = a quarter of the training size, at least what the
+    model's layers take (batch 1); max = batch DEFAULT_BATCH at max(1920, training size) square (720p and 1080p
+    video, both orientations); opt = batch DEFAULT_BATCH at 1080x1920. A default gives way to the shapes given
+    (--max-shape 2x512x512 alone gives opt 2x512x512, --opt-shape 2160x3840 alone raises max to it): only given
+    shapes can contradict each other. H/W must be multiples of meta.multiple because the runtime reflect-pads
+    frames to that multiple; a wrong value is refused with the rounded-up suggestion."""
     m = meta.multiple
 
     def up(x: int) -> int:
         return max(m, padded_size(x, x, m)[0])
 
-    train = up(meta.train_size)
-    defaults = {"--min-shape": (1, up(train // 4), up(train // 4)), "--opt-shape": (1, train, train),
-                "--max-shape": (4, 4 * train, 4 * train)}
-    shapes: dict[str, Shape4] = {}
-    for option, given in (("--min-shape", min_shape), ("--opt-shape", opt_shape), ("--max-shape", max_shape)):
-        parsed = parse_shape(given, option)
-        n, h, w = defaults[option] if parsed is None else (parsed[0] or defaults[option][0], parsed[1], parsed[2])
+    train, side = up(meta.train_size), up(max(VIDEO_MAX_SIDE, meta.train_size))
+    low = up(max(train // 4, min_size(meta)))
+    defaults: dict[str, Shape4] = {
+        "--min-shape": (1, meta.input_nc, low, low),
+        "--opt-shape": (DEFAULT_BATCH, meta.input_nc, up(VIDEO_OPT[0]), up(VIDEO_OPT[1])),
+        "--max-shape": (DEFAULT_BATCH, meta.input_nc, side, side)}
+    given: dict[str, Shape4] = {}
+    for option, text in (("--min-shape", min_shape), ("--opt-shape", opt_shape), ("--max-shape", max_shape)):
+        parsed = parse_shape(text, option)
+        if parsed is None:
+            continue
+        n, h, w = parsed[0] or defaults[option][0], parsed[1], parsed[2]
         if h % m or w % m:
             raise ConfigError(f"{option} {h}x{w}: {meta.arch} needs height and width in multiples of {m} "
                               f"(frames are padded to it); use {up(h)}x{up(w)}")
-        shapes[option] = (n, meta.input_nc, h, w)
-    lo, mid, hi = shapes["--min-shape"], shapes["--opt-shape"], shapes["--max-shape"]
+        given[option] = (n, meta.input_nc, h, w)
+    others = [given[o] for o in ("--min-shape", "--opt-shape", "--max-shape") if o in given]
+    lo = given.get("--min-shape") or _four(map(min, zip(defaults["--min-shape"], *others, strict=True)))
+    hi = given.get("--max-shape") or _four(map(max, zip(defaults["--max-shape"], *others, strict=True)))
+    mid = given.get("--opt-shape") or _four(min(max(d, a), b) for d, a, b in zip(defaults["--opt-shape"], lo, hi,
+                                                                                     strict=True))
     if not all(a <= b <= c for a, b, c in zip(lo, mid, hi, strict=True)):
         raise ConfigError(f"profile must satisfy min <= opt <= max in every dim, got min {lo}, opt {mid}, max {hi}; "
                           "adjust --min-shape/--opt-shape/--max-shape")
@@ -138,15 +165,19 @@ def check_profile_memory(meta: ModelMeta, profile: Profile, workspace_gb: float,
                          precision: str = "fp32") -> None:
     """Refuse a --max-shape whose activations (+ the --workspace-gb tactic memory) cannot fit on the GPU (or,
     with none visible, on any GPU), before the export starts."""
-    need = profile_memory(meta, profile, precision) + int(workspace_gb * 2**30)
+    workspace = int(workspace_gb * 2**30)
+    need = profile_memory(meta, profile, precision) + workspace
     limit = gpu_bytes or MAX_GPU_BYTES
     if need <= limit:
         return
+    n, _, h, w = profile.max
     where = f"the {gib(limit)} GiB of this GPU" if gpu_bytes else f"any single GPU has ({gib(MAX_GPU_BYTES)} GiB)"
-    raise ConfigError(f"--max-shape {'x'.join(map(str, (profile.max[0], *profile.max[2:])))}: a {meta.arch} ngf "
-                      f"{meta.ngf} engine needs at least {gib(need)} GiB of GPU memory at that shape "
-                      f"(with --workspace-gb {workspace_gb:g}), more than {where}; lower --max-shape (default: 4x "
-                      "the training size, batch 4)")
+    fits = (limit - workspace) // (profile_memory(meta, profile, precision) // n)  # frames at that HxW (< n)
+    fix = f"e.g. {fits}x{h}x{w}, then `cgdeploy video --batch {fits}` at most" if fits >= 1 else "its HxW"
+    raise ConfigError(f"--max-shape {n}x{h}x{w}: a {meta.arch} ngf {meta.ngf} engine needs at least {gib(need)} GiB "
+                      f"of GPU memory at that shape (with --workspace-gb {workspace_gb:g}), more than {where}; lower "
+                      f"--max-shape ({fix}) or --workspace-gb (default max: batch {DEFAULT_BATCH} at "
+                      f"{VIDEO_MAX_SIDE}x{VIDEO_MAX_SIDE}, for 720p and 1080p video either way up)")
 
 
 def check_engine_source(onnx_path: Path) -> str:
@@ -192,8 +223,9 @@ def _attach_timing_cache(config: trt.IBuilderConfig, data: bytes, path: Path) ->
 
 def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: BuildOptions | None = None
                  ) -> EngineSidecar:
-    """Build a strongly typed engine from `onnx_path`, write `plan_path` (temp + rename), its sidecar and the
-    timing cache. Raises BackendUnavailableError without TensorRT/GPU, ExportError when parsing/building fails."""
+    """Build a strongly typed engine from `onnx_path`, write `plan_path` (temp + rename), its sidecar (with what
+    the profile takes, printed before the build too) and the timing cache. Raises BackendUnavailableError
+    without TensorRT/GPU, ExportError when parsing/building fails."""
     options = options or BuildOptions()
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     check_engine_source(onnx_path)
@@ -236,8 +268,12 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
             err = parser.get_error(i)
             errors.append(f"node #{err.node()} {err.node_name()!r} ({err.node_operator()}): {err.desc()}")
         raise ExportError(f"{onnx_path}: TensorRT {trt.__version__} ONNX parser failed: {'; '.join(errors[:5])}")
-    if network.num_inputs != 1 or network.get_input(0).name != profile.input_name:
-        raise ExportError(f"{onnx_path}: expected one input named {profile.input_name!r}; re-export the graph")
+    # the network's own I/O count, before the build (no need to deserialize the engine for it)
+    inputs, outputs = network.num_inputs, network.num_outputs
+    if inputs != 1 or outputs != 1 or network.get_input(0).name != profile.input_name:
+        raise ExportError(f"{onnx_path}: TensorRT parsed {inputs} input(s) and {outputs} output(s); a generator "
+                          f"graph has one input named {profile.input_name!r} and one output; re-export it with "
+                          "`cgdeploy export`")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
     config.builder_optimization_level = options.opt_level
@@ -245,19 +281,26 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
     if tf32 is not None and not options.allow_tf32:
         config.clear_flag(tf32)
     trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)),
-                          trt.Dims(list(profile.max)))
-    config.add_optimization_profile(trt_profile)
+    shapes = f"profile min {profile.min} opt {profile.opt} max {profile.max}"
+    try:  # raises ValueError on an inconsistency it can see without the network
+        trt_profile.set_shape(profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)),
+                              trt.Dims(list(profile.max)))
+    except ValueError as e:
+        raise ExportError(f"{onnx_path}: TensorRT refused the {shapes} ({e}); adjust "
+                          "--min-shape/--opt-shape/--max-shape") from e
+    if config.add_optimization_profile(trt_profile) == -1:  # its index, or -1 when invalid (it does not raise)
+        log = f" ({'; '.join(messages[-3:])})" if messages else ""
+        raise ExportError(f"{onnx_path}: TensorRT refused the {shapes} as invalid{log}; adjust "
+                          "--min-shape/--opt-shape/--max-shape")
     cache_path = options.timing_cache
     if cache_path is not None:
         _attach_timing_cache(config, cache_path.read_bytes() if cache_path.is_file() else b"", cache_path)
+    covers = profile.describe(card.multiple)
+    print(f"[TensorRT] building {plan_path.name} from {onnx_path.name} ({card.precision}), profile: {covers}")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT {trt.__version__} engine build failed: {'; '.join(messages[-3:])}; "
                           "try a larger --workspace-gb or a smaller --max-shape")
-    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-    if engine is None or engine.num_io_tensors != 2:
-        raise ExportError(f"{plan_path}: the built engine does not deserialize to one input and one output")
     write_bytes(plan_path, memoryview(serialized))
     sidecar = EngineSidecar(
         tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=cc, profile=profile.as_dict(),
@@ -265,7 +308,8 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
         model_card=asdict(card), strongly_typed=True, tf32=tf32 is not None and options.allow_tf32,
         workspace_bytes=int(options.workspace_gb * (1 << 30)), builder_optimization_level=options.opt_level,
         built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        extra={"strongly_typed_flag": strongly is not None, "native_instancenorm_flag": native_norm is not None})
+        extra={"strongly_typed_flag": strongly is not None, "native_instancenorm_flag": native_norm is not None,
+               "covers": covers})
     # the sidecar before the cache: an engine without its sidecar is refused, a missing cache only costs time
     write_sidecar(sidecar_path(plan_path), sidecar)
     if cache_path is not None:

@@ -1,12 +1,20 @@
 """ONNX Runtime backend: CPU, CUDA and TensorRT execution providers, verified after the session exists.
 
-ORT quietly drops a provider it cannot load (missing CUDA libraries, CPU-only build) and runs on CPU;
-we compare session.get_providers() with what was asked and refuse instead. The precision is the graph's
-own (its card): an FP16 or INT8 graph is a different .onnx file, not an option.
+ORT quietly drops a provider it cannot load (missing CUDA libraries, CPU-only build) and runs on CPU, and by
+default places nodes a GPU provider cannot take on the CPU. A GPU session therefore lists no CPU provider, sets
+`session.disable_cpu_ep_fallback` (session creation fails instead of running a node on the CPU) and turns off the
+Python API's retry on CPU; we still compare session.get_providers() with what was asked and refuse a mismatch.
+
+The precision is the graph's own (its card): an FP16 or INT8 graph is a different .onnx file, not an option. The
+old `trt_fp16` option (TensorRT building a weakly typed FP16 network from an FP32 graph, reported as fp32, and a
+mode TensorRT 11 no longer has) is refused with that advice. TF32: off on the CUDA EP (`use_tf32`), so an fp32
+graph runs FP32; ORT's TensorRT EP has no switch for it, so TensorRT's default (TF32 allowed) applies unless
+NVIDIA_TF32_OVERRIDE=0 is set. `tf32` records which.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +24,14 @@ import numpy as np
 from cyclegan_deploy.artifacts import read_card
 from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
+from cyclegan_deploy.frames import min_size, padded_size, parse_size
 from cyclegan_deploy.machine import physical_cores
-from cyclegan_deploy.metadata import canonical_precision
+from cyclegan_deploy.metadata import ModelMeta, canonical_precision
 
 PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 SHORT = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "trt"}
+NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # ORT session config key: fail rather than run a node on CPU
+VIDEO_BATCH = 4  # cyclegan_deploy.video.options.VideoOptions.batch (a test keeps the two equal)
 
 
 @dataclass
@@ -29,6 +40,16 @@ class OrtOptions(BackendOptions):
     io_binding: bool | None = None  # GPU sessions: output left on the device by ORT, copied once (default on)
     spin: bool = True  # spinning workers steal cycles from decode/encode threads in the video pipeline
     device_id: int = 0
+    # TensorRT EP. Without an explicit profile it builds an engine for the first shape and rebuilds for every
+    # new one; this one covers 720p and 1080p in both orientations at the video batch. Its max shape sets the
+    # activation memory TensorRT reserves (fp32 ResNet ngf 64 at 4x1920x1920: ~4 GB per widest tensor): lower
+    # trt_max_size / trt_max_batch on small GPUs.
+    trt_max_batch: int = VIDEO_BATCH
+    trt_opt_size: str | None = None  # HxW the builder tunes for (default 1080x1920: the benchmarked case)
+    trt_max_size: str | None = None  # HxW upper bound (default 1920x1920: portrait and landscape 1080p)
+    trt_opt_level: int = 3  # trt_builder_optimization_level: TensorRT's default; 5 searches longest
+    trt_workspace_gb: float = 4.0  # trt_max_workspace_size: large-resolution convs want more than ORT's 1 GiB
+    trt_cache: bool = True  # engine + timing cache beside the model (<model>.ort_trt_cache/): reruns start fast
 
 
 def _import_ort() -> Any:
@@ -40,17 +61,45 @@ def _import_ort() -> Any:
     return ort
 
 
-def _providers(device: str, path: Path, device_id: int) -> list[Any]:
+def trt_profile(meta: ModelMeta, opts: OrtOptions) -> dict[str, str]:
+    """trt_profile_{min,opt,max}_shapes for the card's input: batch 1 at the smallest size the model takes, up to
+    trt_max_batch at trt_max_size; sizes padded to the model's multiple as the runtime pads frames."""
+    if opts.trt_max_batch < 1:
+        raise ConfigError(f"trt_max_batch {opts.trt_max_batch}: must be at least 1")
+    m, c, low = max(1, meta.multiple), meta.input_nc, min_size(meta)
+    big = padded_size(*parse_size(opts.trt_max_size or "1920x1920", "trt_max_size"), m)
+    if opts.trt_max_size is None:  # as export's default profile: at least the training size
+        big = padded_size(max(big[0], meta.train_size), max(big[1], meta.train_size), m)
+    opt = padded_size(*parse_size(opts.trt_opt_size or "1080x1920", "trt_opt_size"), m)
+    if opts.trt_opt_size is None:  # the default opt shrinks to a smaller max; a given one must fit
+        opt = (min(opt[0], big[0]), min(opt[1], big[1]))
+    small = padded_size(low, low, m)
+    if not all(a <= b <= d for a, b, d in zip(small, opt, big, strict=True)):
+        raise ConfigError(f"TensorRT profile needs {small[0]}x{small[1]} <= trt_opt_size {opt[0]}x{opt[1]} <= "
+                          f"trt_max_size {big[0]}x{big[1]} in each dimension (padded to multiples of {m})")
+    shapes = {"min": (1, c, *small), "opt": (opts.trt_max_batch, c, *opt), "max": (opts.trt_max_batch, c, *big)}
+    name = meta.input_name or "input"
+    return {f"trt_profile_{k}_shapes": f"{name}:{'x'.join(map(str, v))}" for k, v in shapes.items()}
+
+
+def _providers(device: str, path: Path, meta: ModelMeta, opts: OrtOptions) -> list[Any]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    cuda = ("CUDAExecutionProvider", {"device_id": device_id})
+    # no CPUExecutionProvider: with session.disable_cpu_ep_fallback ORT refuses an explicitly listed CPU EP
+    cuda = ("CUDAExecutionProvider", {"device_id": opts.device_id, "use_tf32": 0})
     if device == "cuda":
-        return [cuda, "CPUExecutionProvider"]
-    # TensorRT EP builds an engine per shape on first use: cache it beside the model so reruns start fast
-    cache = path.with_name(path.stem + ".ort_trt_cache")
-    trt = ("TensorrtExecutionProvider", {"device_id": device_id, "trt_engine_cache_enable": True,
-                                         "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True})
-    return [trt, cuda, "CPUExecutionProvider"]
+        return [cuda]
+    if not 0 <= opts.trt_opt_level <= 5:
+        raise ConfigError(f"trt_opt_level {opts.trt_opt_level}: TensorRT builder optimization levels are 0..5")
+    if opts.trt_workspace_gb <= 0:
+        raise ConfigError(f"trt_workspace_gb {opts.trt_workspace_gb}: must be > 0")
+    trt: dict[str, Any] = {"device_id": opts.device_id, "trt_builder_optimization_level": opts.trt_opt_level,
+                           "trt_max_workspace_size": int(opts.trt_workspace_gb * 2**30), **trt_profile(meta, opts)}
+    if opts.trt_cache:
+        cache = str(path.with_name(path.stem + ".ort_trt_cache"))
+        trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache,
+                   trt_timing_cache_enable=True, trt_timing_cache_path=cache)
+    return [("TensorrtExecutionProvider", trt), cuda]  # CUDA EP takes what TensorRT cannot
 
 
 class OrtBackend(Backend):
@@ -58,6 +107,11 @@ class OrtBackend(Backend):
 
     def __init__(self, path: str | Path, device: str = "auto", precision: str | None = None,
                  options: dict[str, Any] | None = None) -> None:
+        if (options or {}).get("trt_fp16"):
+            raise ConfigError("onnxruntime option trt_fp16 was removed: it had TensorRT build FP16 kernels from an "
+                              "FP32 graph (a weakly typed network TensorRT 11 no longer builds) while reporting fp32. "
+                              "Export the FP16 graph with `cgdeploy export --fp16` and run g_*.fp16.onnx with "
+                              "--backend onnxruntime-trt (or build a .plan with --engine)")
         opts = OrtOptions.from_options("onnxruntime", options or {})
         self.path = Path(path)
         self.meta = read_card(self.path)
@@ -87,6 +141,10 @@ class OrtBackend(Backend):
             self._open(ort, device, opts)
         self.device = device
         self.name = f"onnxruntime-{SHORT[device]}"
+        # TF32 rounds fp32 conv inputs to 10 mantissa bits: None on CPU, off on the CUDA EP (use_tf32=0),
+        # TensorRT's default (on) under its EP unless NVIDIA_TF32_OVERRIDE=0 turns it off in NVIDIA's libraries
+        self.tf32: bool | None = (None if device == "cpu" else
+                                  device == "tensorrt" and os.environ.get("NVIDIA_TF32_OVERRIDE") != "0")
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         # FP16 graphs exported with keep_io_types take float32; one without it takes float16
@@ -104,16 +162,28 @@ class OrtBackend(Backend):
         so.inter_op_num_threads = 1
         if not opts.spin:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        gpu = device != "cpu"
+        if gpu:
+            so.add_session_config_entry(NO_CPU_FALLBACK, "1")
         so.log_severity_level = 3
+        providers = _providers(device, self.path, self.meta, opts)
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so,
-                                                providers=_providers(device, self.path, opts.device_id))
+            # enable_fallback=0: the Python API would otherwise retry a failed GPU session (or run) on the CPU
+            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers,
+                                                **({"enable_fallback": 0} if gpu else {}))
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            if device != "cpu" and ("CUDA" in text or "TensorRT" in text or "cuda" in text):
+            full = str(e).strip()
+            text = full.splitlines()[0][:200] if full else type(e).__name__
+            if gpu and "CPU EP" in full:
+                raise BackendUnavailableError(
+                    f"{self.path}: {PROVIDER[device]} cannot run every node of this graph and running the rest on "
+                    f"the CPU is refused ({text}); re-export it with `cgdeploy export`, or use --device cpu") from e
+            if gpu and ("CUDA" in text or "TensorRT" in text or "cuda" in text):
                 raise BackendUnavailableError(f"{self.path}: {PROVIDER[device]} failed to start ({text})") from e
             raise ConfigError(f"{self.path}: onnxruntime cannot load this model ({text}); "
                               "re-export it with `cgdeploy export`") from e
+        if gpu and hasattr(self.session, "disable_fallback"):
+            self.session.disable_fallback()  # also for onnxruntime builds that ignore the keyword
         got = self.session.get_providers()
         if PROVIDER[device] not in got:
             raise BackendUnavailableError(

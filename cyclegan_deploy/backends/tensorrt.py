@@ -5,7 +5,10 @@ check in engine_sidecar.py) matches the installed TensorRT and this GPU: a misma
 to deserialize with a cryptic log line or runs with tactics tuned for another chip. Buffers: device memory
 (cudaMalloc) grown when shapes grow, pinned host staging buffers, one stream; H2D copy, execute_async_v3
 and D2H copy are queued back to back and synchronised once. cudaSetDevice is per host thread, and the video
-pipeline calls the backend from its own inference thread: every call selects the device first.
+pipeline calls the backend from its own inference thread: every call selects the device first. The stream
+reaches TensorRT as its native handle (cuda.bindings.utils.get_cuda_native_handle; cuda-bindings 12.9.1/13
+deprecate int(stream)). close() is idempotent and also runs from `with` and, as a last resort, __del__, so a
+backend dropped without close() still frees its device and pinned memory.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 from cyclegan_deploy import engine_sidecar
 from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
-from cyclegan_deploy.metadata import canonical_precision
+from cyclegan_deploy.metadata import PRECISION_ALIASES, canonical_precision
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -47,23 +50,35 @@ def _check(result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _native_handle(obj: Any) -> int:
+    """The address a cuda-python handle (a cudaStream_t) wraps, as the int TensorRT's `stream_handle` takes.
+    cuda-bindings 12.9.1 and 13.x deprecate int(obj) for get_cuda_native_handle; older 12.x only have int()."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(obj)
+    return int(get_cuda_native_handle(obj))
+
+
 def _dims(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
 class _Buffer:
-    """A device buffer and its pinned host twin, regrown (never shrunk) when a bigger shape arrives."""
+    """A device buffer and its pinned host twin, regrown (never shrunk) when a bigger shape arrives. Holds the
+    runtime module it allocated with, so freeing needs no import (it may run from __del__ at exit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cudart: Any) -> None:
+        self.cudart = cudart
         self.nbytes, self.device, self.host = 0, 0, 0
 
     def ensure(self, nbytes: int) -> None:
         if nbytes <= self.nbytes:
             return
         self.free()
-        cudart = _cuda_runtime()
-        self.device = int(_check(cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
-        self.host = int(_check(cudart.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes})"))
+        # cudaMalloc returns a plain int address in cuda.bindings.runtime (no handle object to unwrap)
+        self.device = int(_check(self.cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
+        self.host = int(_check(self.cudart.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes})"))
         self.nbytes = nbytes
 
     def host_array(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
@@ -72,11 +87,11 @@ class _Buffer:
         return np.frombuffer(memoryview(raw).cast("B"), dtype=dtype).reshape(shape)
 
     def free(self) -> None:
-        if self.nbytes:
-            cudart = _cuda_runtime()
-            cudart.cudaFree(self.device)
-            cudart.cudaFreeHost(self.host)
-        self.nbytes, self.device, self.host = 0, 0, 0
+        device, host, self.nbytes, self.device, self.host = self.device, self.host, 0, 0, 0  # never freed twice
+        if device:
+            self.cudart.cudaFree(device)
+        if host:
+            self.cudart.cudaFreeHost(host)
 
 
 @dataclass
@@ -100,16 +115,19 @@ class TensorRTBackend(Backend):
             raise BackendUnavailableError("TensorRT is not installed (only its type stubs are); install tensorrt "
                                           "on a machine with an NVIDIA GPU, or use --backend onnxruntime")
         sidecar = engine_sidecar.read_engine_sidecar(self.path)
-        if precision is not None and canonical_precision(precision, auto=True) not in ("auto", sidecar.precision):
-            raise ConfigError(f"{self.path}: the engine's precision is fixed at build time ({sidecar.precision}), "
+        # one vocabulary on both sides: "FP16"/"half" asked of an engine whose sidecar says fp16 is a match
+        built = PRECISION_ALIASES.get(str(sidecar.precision).strip().lower(), sidecar.precision)
+        if precision is not None and canonical_precision(precision, auto=True) not in ("auto", built):
+            raise ConfigError(f"{self.path}: the engine's precision is fixed at build time ({built}), "
                               f"not {precision}; build another engine with `cgdeploy export`")
         self.device_id = opts.device_id
         gpu, capability = engine_sidecar.gpu_info(self.device_id)
         engine_sidecar.check_engine_compat(sidecar, str(trt.__version__), gpu, capability, engine=str(self.path))
-        cudart = _cuda_runtime()
+        cudart = self._cudart = _cuda_runtime()
         _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
+        self._in, self._out = _Buffer(cudart), _Buffer(cudart)
         self.meta = sidecar.meta
-        self.precision = sidecar.precision
+        self.precision = built
         self.name, self.device, self.gpu = "tensorrt", "cuda", gpu
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -130,7 +148,7 @@ class TensorRTBackend(Backend):
         lo, opt, hi = (_dims(d) for d in engine.get_tensor_profile_shape(self.input_name, 0))
         self.profile = {"min": lo, "opt": opt, "max": hi}
         self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._in, self._out = _Buffer(), _Buffer()
+        self._stream_handle = _native_handle(self.stream)
 
     def _check_profile(self, shape: tuple[int, ...]) -> None:
         lo, hi = self.profile["min"], self.profile["max"]
@@ -142,7 +160,7 @@ class TensorRTBackend(Backend):
                 "--min-shape/--opt-shape/--max-shape` covering it, or resize/batch the input to fit")
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        cudart = _cuda_runtime()
+        cudart = self._cudart
         _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")  # this thread may not be __init__'s
         shape = tuple(int(s) for s in x.shape)
         self._check_profile(shape)
@@ -154,11 +172,13 @@ class TensorRTBackend(Backend):
         self._in.ensure(in_bytes)
         self._out.ensure(out_bytes)
         np.copyto(self._in.host_array(shape, self.input_dtype), x, casting="same_kind")
-        self.context.set_tensor_address(self.input_name, self._in.device)
-        self.context.set_tensor_address(self.output_name, self._out.device)
+        for name, buf in ((self.input_name, self._in), (self.output_name, self._out)):
+            if not self.context.set_tensor_address(name, buf.device):  # unknown name or address not 256-aligned
+                raise BackendUnavailableError(f"{self.path}: TensorRT refused device address {buf.device:#x} for "
+                                              f"tensor {name!r} (see the log above); {REBUILD}")
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check(cudart.cudaMemcpyAsync(self._in.device, self._in.host, in_bytes, h2d, self.stream), "H2D copy")
-        if not self.context.execute_async_v3(int(self.stream)):
+        if not self.context.execute_async_v3(self._stream_handle):
             raise BackendUnavailableError(f"{self.path}: TensorRT execution failed (see the log above)")
         _check(cudart.cudaMemcpyAsync(self._out.host, self._out.device, out_bytes, d2h, self.stream), "D2H copy")
         _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
@@ -166,13 +186,29 @@ class TensorRTBackend(Backend):
         return np.array(self._out.host_array(out_shape, self.output_dtype), dtype=np.float32, copy=True)
 
     def close(self) -> None:
-        self._in.free()
-        self._out.free()
-        if getattr(self, "stream", None) is not None:
-            _cuda_runtime().cudaStreamDestroy(self.stream)
-            self.stream = None
-        self.context = None  # type: ignore[assignment]  # release before the engine, as TensorRT requires
+        """Release everything; safe twice, on a backend whose __init__ failed part-way, and from __del__."""
+        self.context = None  # type: ignore[assignment]  # before the engine, the engine before the runtime
         self.engine = None  # type: ignore[assignment]
+        self._runtime = None  # type: ignore[assignment]
+        cudart, stream, self.stream = getattr(self, "_cudart", None), getattr(self, "stream", None), None
+        self._cudart = None  # a second close() (or __del__ after close()) touches nothing
+        if cudart is None:
+            return
+        # a thread that never used CUDA would otherwise create a context on GPU 0 just to free memory
+        cudart.cudaSetDevice(self.device_id)
+        for buf in (getattr(self, "_in", None), getattr(self, "_out", None)):
+            if buf is not None:
+                buf.free()
+        if stream is not None:
+            cudart.cudaStreamDestroy(stream)
+
+    def __del__(self) -> None:
+        # the last resort for a backend dropped without close() or `with`; at interpreter exit the CUDA
+        # runtime or module globals (contextlib included, hence no suppress()) may be gone: never raise
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 def availability(variant: str = "") -> str:

@@ -1,8 +1,13 @@
 """PyTorch backend: a generator checkpoint run eagerly (or torch.compile'd) on CPU or CUDA.
 
-Reduced precision is autocast (convolutions in fp16/bf16, reductions such as instance-norm statistics
-kept in fp32 by autocast's op lists), not model.half(): a plain half model computes instance-norm
-statistics in fp16, the documented cause of washed-out outputs.
+Reduced precision is autocast: convolutions run in fp16/bf16 on fp32 weights cast per call. instance_norm is
+not on autocast's fp32 list, so it runs on the fp16/bf16 activations, but its mean and variance are accumulated
+in fp32 by the kernel (as they would be after model.half()). The washed-out FP16 outputs documented for this
+architecture come from FP16 instance-norm layers elsewhere (NVIDIA/TensorRT#2691, onnxruntime#10079), not torch.
+
+CUDA: cuDNN picks its fastest algorithms per input shape (cudnn.benchmark; video keeps one shape), and TF32 is
+set explicitly, off unless asked (`tf32` option), so "fp32" means FP32 as it does for the TensorRT FP32 engines;
+`tf32` records it (None on CPU). Both are process-wide torch switches, so they are set again before each call.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class TorchOptions(BackendOptions):
     threads: int | None = None  # torch's intra-op threads (process-wide; default: physical cores)
     compile: bool = False  # torch.compile (inductor); the first call compiles
     channels_last: bool = False  # lets oneDNN/cuDNN pick their NHWC kernels
+    tf32: bool = False  # CUDA: TF32 convolutions/matmuls for fp32 (faster, 10-bit mantissa inputs); off = true FP32
     # overrides of what load_generator infers from the checkpoint (see `cgdeploy export --help`)
     direction: str | None = None
     arch: str | None = None
@@ -62,6 +68,11 @@ class TorchBackend(Backend):
         self.threads = torch.get_num_threads()
         self._torch = torch
         self.device = device
+        self.tf32: bool | None = opts.tf32 if device == "cuda" else None
+        if opts.tf32 and device != "cuda":
+            raise ConfigError("tf32 applies to CUDA only; TF32 is an NVIDIA tensor-core format")
+        if device == "cuda":
+            self._cuda_flags()
         model, self.meta = load_generator(path, direction=opts.direction, arch=opts.arch, ngf=opts.ngf,
                                           norm=opts.norm, dropout=opts.dropout)
         model = model.to(device)
@@ -71,7 +82,14 @@ class TorchBackend(Backend):
         self.model: Any = torch.compile(model) if opts.compile else model
         parts = ["torch", device] + ([self.precision] if self.precision != "fp32" else [])
         parts += (["compile"] if opts.compile else []) + (["cl"] if opts.channels_last else [])
+        parts += ["tf32"] if self.tf32 else []
         self.name = "-".join(parts)
+
+    def _cuda_flags(self) -> None:
+        backends = self._torch.backends
+        backends.cudnn.benchmark = True  # per-shape algorithm search once, then the fastest kernels
+        backends.cuda.matmul.allow_tf32 = bool(self.tf32)
+        backends.cudnn.allow_tf32 = bool(self.tf32)
 
     def _autocast(self) -> Any:
         if self.precision == "fp32":
@@ -83,8 +101,10 @@ class TorchBackend(Backend):
         torch = self._torch
         x = torch.from_numpy(batch)
         if self.device == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        x = x.contiguous(memory_format=self._memory_format)
+            self._cuda_flags()
+            # a plain copy: pinning a fresh buffer every call costs more than the pageable copy it saves
+            x = x.to(self.device)
+        x = x.contiguous(memory_format=self._memory_format)  # (N, C, H, W), NHWC strides with channels_last
         with torch.inference_mode(), self._autocast():
             y = self.model(x)
         return np.ascontiguousarray(y.float().cpu().numpy())

@@ -43,9 +43,10 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         min_shape: str | None = typer.Option(None, "--min-shape", help="TensorRT profile min, HxW or NxHxW "
                                                                        "(default: train size / 4, batch 1)."),
         opt_shape: str | None = typer.Option(None, "--opt-shape", help="TensorRT profile opt, HxW or NxHxW "
-                                                                       "(default: train size, batch 1)."),
+                                                                       "(default: batch 4 at 1080x1920)."),
         max_shape: str | None = typer.Option(None, "--max-shape", help="TensorRT profile max, HxW or NxHxW "
-                                                                       "(default: 4x train size, batch 4)."),
+                                                                       "(default: batch 4 at 1920x1920: 720p and "
+                                                                       "1080p either way up)."),
         workspace_gb: float = typer.Option(4.0, "--workspace-gb", help="TensorRT workspace memory limit (GiB)."),
         timing_cache: Path | None = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, reused "
                                                  "across builds (default: OUT_DIR/tensorrt.timing.cache)."),

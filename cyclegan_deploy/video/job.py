@@ -50,7 +50,13 @@ from cyclegan_deploy.outputs import (
     temp_name,
 )
 from cyclegan_deploy.video.inflight import inflight_for, ordered_outputs
-from cyclegan_deploy.video.options import VideoOptions, check_options, expected_frames
+from cyclegan_deploy.video.options import (
+    VideoOptions,
+    check_engine_profile,
+    check_options,
+    engine_of,
+    expected_frames,
+)
 from cyclegan_deploy.video.probe import VideoInfo, check_encoder_options, one_line, output_codec, probe_video
 from cyclegan_deploy.video.stages import StageRunner, Streamed, watch
 from cyclegan_deploy.video.writer import (
@@ -272,8 +278,9 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
 
     Everything that can be refused is refused before the output side is touched: options, the input, the
     output path (and an existing output unless opts.force), the model's card, the encoder's options, the
-    memory the frame size needs. Then the output folder is created and proven writable, the output is locked
-    against a second run, and a failed run removes the folders it created.
+    memory the frame size needs, a TensorRT engine's profile against the frame size and batch. Then the output
+    folder is created and proven writable, the output is locked against a second run, and a failed run removes
+    the folders it created.
     """
     src, dst, opts = Path(src), Path(dst), opts or VideoOptions()
     check_options(opts)
@@ -292,6 +299,9 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
     batch, warning = fit_batch(info, plan, meta, getattr(backend, "device", "cpu"), opts.batch, depth,
                                expected_frames(info, opts), opts.size is not None)
     opts = replace(opts, batch=batch)
+    engine = engine_of(opts.model, backend)
+    if engine is not None:  # every batch has this one shape (the last repeats its last frame)
+        check_engine_profile(engine, src, batch, plan.padded, opts.size is not None)
     created = missing_dirs(dst.parent)
     try:
         check_writable(dst.parent)

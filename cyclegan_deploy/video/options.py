@@ -6,13 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cyclegan_deploy.errors import ConfigError
+from cyclegan_deploy.artifacts import KINDS
+from cyclegan_deploy.engine_sidecar import Profile, read_engine_sidecar
+from cyclegan_deploy.errors import ConfigError, ShapeError
 from cyclegan_deploy.video.probe import VideoInfo
+
+# frames per backend call: amortises per-call overhead on GPUs, harmless on CPUs. Default TensorRT engine
+# profiles (export/tensorrt.py) take batches up to this.
+DEFAULT_BATCH = 4
 
 
 @dataclass
 class VideoOptions:
-    batch: int = 4  # frames per backend call: amortises per-call overhead on GPUs, harmless on CPUs
+    batch: int = DEFAULT_BATCH
     side_by_side: bool = False  # write input | output next to each other
     start: float = 0.0  # seconds from the start of the file
     duration: float | None = None
@@ -58,3 +64,30 @@ def expected_frames(info: VideoInfo, opts: VideoOptions) -> int | None:
     return max(1, round(min(seconds, opts.duration or seconds) * float(info.rate)))
 
 
+def engine_of(model: Path | None, backend: object) -> Path | None:
+    """The TensorRT engine a run uses (the model file, else the backend's own path), None for other models."""
+    path = model if model is not None else getattr(backend, "path", None)
+    suffixes = next(k.suffixes for k in KINDS if k.name == "tensorrt-engine")
+    return Path(path) if path is not None and Path(path).suffix.lower() in suffixes else None
+
+
+def check_engine_profile(engine: Path, src: Path, batch: int, padded: tuple[int, int], size_given: bool) -> None:
+    """Refuse, before any frame is decoded, a run whose batches (batch, C, *padded) the engine's optimization
+    profile does not take: TensorRT would fail on the first batch. The profile comes from the engine's sidecar,
+    so this needs no TensorRT."""
+    sidecar = read_engine_sidecar(engine)
+    profile = Profile.from_dict(sidecar.profile)
+    (n0, c, h0, w0), (n1, _, h1, w1), (h, w) = profile.min, profile.max, padded
+    if profile.covers((batch, c, h, w)):
+        return
+    frames = f"{src.name}'s frames{' at --size' if size_given else ''}, padded to {h}x{w} (HxW),"
+    if profile.covers((min(max(batch, n0), n1), c, h, w)):  # only the batch is outside
+        fix = f"pass --batch {n1}" if batch > n1 else f"rebuild it with --min-shape {batch}x{h0}x{w0}"
+    else:
+        lo, hi = f"{min(n0, batch)}x{min(h0, h)}x{min(w0, w)}", f"{max(n1, batch)}x{max(h1, h)}x{max(w1, w)}"
+        rebuild = " ".join(option for option, needed in ((f"--min-shape {lo}", h < h0 or w < w0),
+                                                          (f"--max-shape {hi}", h > h1 or w > w1)) if needed)
+        fix = (f"rebuild it with `cgdeploy export CHECKPOINT -o DIR --engine {rebuild}`, or pass --size HxW "
+               f"within {h0}x{w0} to {h1}x{w1}")
+    raise ShapeError(f"{engine}: {frames} in batches of {batch} are outside the engine's optimization profile "
+                     f"({profile.describe(sidecar.meta.multiple)}); {fix}")

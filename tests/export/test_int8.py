@@ -290,7 +290,7 @@ def _fake_tensorrt(calls: list[tuple]) -> types.ModuleType:
             pass
 
     class Network:
-        num_inputs = 1
+        num_inputs = num_outputs = 1
 
         def get_input(self, i):
             return types.SimpleNamespace(name="input")

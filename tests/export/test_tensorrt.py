@@ -1,20 +1,35 @@
-"""TensorRT export up to the TensorRT calls: profiles, sidecar, compat refusal, the TensorRT-absent error.
-The real engine build is `gpu`-marked (skipped without an NVIDIA GPU)."""
+"""TensorRT export up to the TensorRT calls: profiles, sidecar, compat refusal, the TensorRT-absent error, and
+build_engine against a TensorRT stand-in. The real engine build is `gpu`-marked (skipped without an NVIDIA GPU)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+import types
 from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cyclegan_deploy import engine_sidecar
 from cyclegan_deploy.artifacts import sidecar_path
 from cyclegan_deploy.engine_sidecar import EngineSidecar, Profile, check_engine_compat, write_sidecar
 from cyclegan_deploy.engine_sidecar import read_engine_sidecar as read_sidecar
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError
-from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile, trtexec_command
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ExportError
+from cyclegan_deploy.export.tensorrt import (
+    BuildOptions,
+    build_engine,
+    check_profile_memory,
+    derive_profile,
+    trtexec_command,
+)
+from cyclegan_deploy.frames import model_size
 from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.video.options import DEFAULT_BATCH
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _has_tensorrt() -> bool:
@@ -27,9 +42,48 @@ def _has_tensorrt() -> bool:
 
 def test_default_profile_from_training_size():
     p = derive_profile(ModelMeta(train_size=256))
-    assert p == Profile("input", (1, 3, 64, 64), (1, 3, 256, 256), (4, 3, 1024, 1024))
+    assert p == Profile("input", (1, 3, 64, 64), (4, 3, 1080, 1920), (4, 3, 1920, 1920))
     unet = derive_profile(ModelMeta(arch="unet_256", multiple=256, train_size=256))
-    assert unet.min == (1, 3, 256, 256) and unet.opt == (1, 3, 256, 256) and unet.max == (4, 3, 1024, 1024)
+    assert unet.min == (1, 3, 256, 256) and unet.opt == (4, 3, 1280, 2048) and unet.max == (4, 3, 2048, 2048)
+    big = derive_profile(ModelMeta(train_size=2560))  # never below the training size
+    assert big.min == (1, 3, 640, 640) and big.max == (4, 3, 2560, 2560)
+
+
+VIDEO_FRAMES = [(720, 1280), (1280, 720), (1080, 1920), (1920, 1080)]  # (H, W): 720p/1080p, both ways up
+
+
+@pytest.mark.parametrize("meta", [ModelMeta(train_size=256), ModelMeta(arch="unet_256", multiple=256, train_size=256),
+                                  ModelMeta(arch="unet_128", multiple=128, train_size=128)], ids=lambda m: m.arch)
+def test_default_profile_covers_720p_and_1080p_both_ways_at_the_video_batch(meta):
+    """Issue #12: a 1280-wide 720p clip failed on its first batch with a default engine (max was 4x1024x1024)."""
+    p = derive_profile(meta)
+    for h, w in VIDEO_FRAMES:
+        shape = (DEFAULT_BATCH, 3, *model_size(h, w, meta))  # what `cgdeploy video` sends: padded, default batch
+        assert p.covers(shape), (meta.arch, shape, p)
+        assert p.covers((1, 3, *model_size(h, w, meta)))
+    assert p.describe(meta.multiple).endswith("video: 720p, 1080p (both orientations); not 1440p, 4K")
+    assert p.describe(meta.multiple).startswith(f"batch 1-{DEFAULT_BATCH}, ")
+
+
+def test_profile_description_names_what_is_missing():
+    old_default = Profile("input", (1, 3, 64, 64), (1, 3, 256, 256), (4, 3, 1024, 1024))
+    assert old_default.describe(4) == ("batch 1-4, 64x64 to 1024x1024 (HxW), opt 1x256x256; video: none of 720p, "
+                                       "1080p, 1440p, 4K")
+    assert not old_default.covers((4, 3, 720, 1280)) and not old_default.covers((5, 3, 64, 64))
+    landscape = Profile("input", (1, 3, 64, 64), (2, 3, 720, 1280), (2, 3, 1080, 1920))
+    assert landscape.describe(4).endswith("video: 720p landscape only, 1080p landscape only; not 1440p, 4K")
+    assert not landscape.covers((1, 3, 1280, 720)) and not landscape.covers((1, 3, 720)) and landscape.covers(
+        [1, 3, 720, 1280])
+
+
+def test_default_shapes_give_way_to_given_ones():
+    meta = ModelMeta(train_size=256)
+    p = derive_profile(meta, max_shape="2x512x512")  # the default opt (4x1080x1920) would exceed it
+    assert p.min == (1, 3, 64, 64) and p.opt == (2, 3, 512, 512) and p.max == (2, 3, 512, 512)
+    p = derive_profile(meta, opt_shape="2160x3840")  # 4K opt: the default max grows to take it
+    assert p.opt == (4, 3, 2160, 3840) and p.max == (4, 3, 2160, 3840)
+    p = derive_profile(meta, max_shape="32x32")  # below the default min
+    assert p.min == (1, 3, 32, 32) and p.opt == (4, 3, 32, 32)
 
 
 def test_profile_from_options_respects_multiples():
@@ -41,11 +95,20 @@ def test_profile_from_options_respects_multiples():
     with pytest.raises(ConfigError, match="multiples of 128"):
         derive_profile(ModelMeta(arch="unet_128", multiple=128, train_size=128), opt_shape="200x200")
     with pytest.raises(ConfigError, match="min <= opt <= max"):
-        derive_profile(meta, min_shape="512x512")  # above the default opt 256
+        derive_profile(meta, min_shape="512x512", opt_shape="256x256")  # given shapes that contradict
     with pytest.raises(ConfigError, match="HxW or NxHxW"):
         derive_profile(meta, opt_shape="256")
     with pytest.raises(ConfigError, match="HxW or NxHxW"):
         derive_profile(meta, opt_shape="axb")
+
+
+def test_default_profile_memory_check_suggests_a_batch_that_fits():
+    meta = ModelMeta(train_size=256)  # ngf 64: ~2 GB of fp32 activations per 1920x1920 frame
+    profile = derive_profile(meta)
+    check_profile_memory(meta, profile, 4.0, 80 * 2**30)  # an 80 GB GPU takes the default
+    with pytest.raises(ConfigError, match=r"--max-shape 4x1920x1920: .* more than the 8\.0 GiB of this GPU; lower "
+                                          r"--max-shape \(e\.g\. 2x1920x1920, then `cgdeploy video --batch 2`"):
+        check_profile_memory(meta, profile, 4.0, 8 * 2**30)
 
 
 def _sidecar() -> EngineSidecar:
@@ -61,7 +124,7 @@ def test_sidecar_roundtrip(tmp_path):
     assert sidecar_path(plan).name == "g_AtoB.plan.json"
     back = read_sidecar(plan)  # the .plan path finds its sidecar
     assert back == _sidecar()
-    assert back.meta.precision == "fp16" and Profile.from_dict(back.profile).opt == (1, 3, 256, 256)
+    assert back.meta.precision == "fp16" and Profile.from_dict(back.profile).opt == (4, 3, 1080, 1920)
     assert json.loads(sidecar_path(plan).read_text())["format"] == "cgdeploy-tensorrt-engine"
 
 
@@ -95,7 +158,7 @@ def test_trtexec_command(tmp_path):
     profile = derive_profile(ModelMeta(train_size=256))
     cmd = trtexec_command(tmp_path / "g.onnx", tmp_path / "g.plan", profile, BuildOptions(workspace_gb=2, opt_level=5))
     assert "--stronglyTyped" in cmd and "--minShapes=input:1x3x64x64" in cmd
-    assert "--maxShapes=input:4x3x1024x1024" in cmd
+    assert "--maxShapes=input:4x3x1920x1920" in cmd and "--optShapes=input:4x3x1080x1920" in cmd
     assert "--memPoolSize=workspace:2048M" in cmd and "--builderOptimizationLevel=5" in cmd and "--noTF32" in cmd
 
 
@@ -144,3 +207,164 @@ def test_real_engine_build(tiny_resnet, tiny_fp16, tmp_path):
     finally:
         backend.close()
     assert report.passed
+
+
+# ---- build_engine against a TensorRT stand-in (TensorRT cannot be installed here) -----------------------------
+
+def _stand_in_tensorrt(calls: list[tuple[Any, ...]], *, outputs: int = 1, profile_index: int = 0,
+                       set_shape_error: str | None = None) -> types.ModuleType:
+    """The TensorRT 10 builder surface build_engine uses, recording calls. No Runtime: the build must not
+    deserialize the engine it just built."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.13.3.9"  # type: ignore[attr-defined]
+
+    class ILogger:
+        class Severity:
+            ERROR, INTERNAL_ERROR, WARNING = "E", "IE", "W"
+
+        def __init__(self) -> None:
+            pass
+
+    class Network:
+        num_inputs, num_outputs = 1, outputs
+
+        def get_input(self, i: int) -> types.SimpleNamespace:
+            return types.SimpleNamespace(name="input")
+
+    class OptimizationProfile:
+        def set_shape(self, name: str, lo: list[int], opt: list[int], hi: list[int]) -> None:
+            if set_shape_error:
+                raise ValueError(set_shape_error)
+            calls.append(("set_shape", name, lo, opt, hi))
+
+    class Config:
+        builder_optimization_level = 0
+
+        def set_memory_pool_limit(self, pool: int, size: int) -> None:
+            pass
+
+        def clear_flag(self, flag: int) -> None:
+            pass
+
+        def add_optimization_profile(self, profile: OptimizationProfile) -> int:
+            calls.append(("add_optimization_profile",))
+            return profile_index
+
+    class Builder:
+        def __init__(self, logger: ILogger) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            return Network()
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> OptimizationProfile:
+            return OptimizationProfile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes:
+            calls.append(("build",))
+            return b"engine-bytes"
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network: Network, logger: ILogger) -> None:
+            pass
+
+        def set_flag(self, flag: int) -> None:
+            pass
+
+        def parse_from_file(self, path: str) -> bool:
+            return True
+
+    trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser  # type: ignore[attr-defined]
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)  # type: ignore[attr-defined]
+    trt.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM=0)  # type: ignore[attr-defined]
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)  # type: ignore[attr-defined]
+    trt.BuilderFlag = types.SimpleNamespace(TF32=7)  # type: ignore[attr-defined]
+    trt.Dims = list  # type: ignore[attr-defined]
+    return trt
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """Install a TensorRT stand-in built with the given options; returns its call log."""
+    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
+
+    def install(**kwargs: Any) -> list[tuple[Any, ...]]:
+        calls: list[tuple[Any, ...]] = []
+        monkeypatch.setitem(sys.modules, "tensorrt", _stand_in_tensorrt(calls, **kwargs))
+        return calls
+
+    return install
+
+
+def test_build_records_and_prints_what_the_profile_covers(tiny_onnx, tmp_path, stand_in, capsys):
+    calls = stand_in()
+    plan = tmp_path / "g_AtoB.plan"
+    profile = derive_profile(ModelMeta(train_size=64))  # the tiny model's card: min 16x16, the video default max
+    sidecar = build_engine(tiny_onnx, plan, profile, BuildOptions(workspace_gb=1))
+    assert plan.read_bytes() == b"engine-bytes"  # written without deserializing it (the stand-in has no Runtime)
+    assert ("set_shape", "input", [1, 3, 16, 16], [4, 3, 1080, 1920], [4, 3, 1920, 1920]) in calls
+    covers = "batch 1-4, 16x16 to 1920x1920 (HxW), opt 4x1080x1920; video: 720p, 1080p (both orientations)"
+    assert sidecar.extra["covers"].startswith(covers) and read_sidecar(plan).extra["covers"] == sidecar.extra["covers"]
+    assert Profile.from_dict(read_sidecar(plan).profile) == profile
+    assert f"[TensorRT] building g_AtoB.plan from g_AtoB.onnx (fp32), profile: {covers}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    ({"profile_index": -1}, r"TensorRT refused the profile min \(1, 3, 16, 16\) .* as invalid.*--max-shape"),
+    ({"set_shape_error": "min > opt"}, r"TensorRT refused the profile min .* \(min > opt\); adjust --min-shape"),
+    ({"outputs": 2}, r"TensorRT parsed 1 input\(s\) and 2 output\(s\); a generator graph has one input named "
+                     r"'input' and one output"),
+])
+def test_build_refuses_a_bad_profile_or_graph_before_building(tiny_onnx, tmp_path, stand_in, fault, message):
+    """add_optimization_profile returns -1 (it does not raise), set_shape raises ValueError, the network's I/O
+    count comes from the parsed network: each stops the export before the build, with nothing written."""
+    calls = stand_in(**fault)
+    plan = tmp_path / "g_AtoB.plan"
+    with pytest.raises(ExportError, match=message):
+        build_engine(tiny_onnx, plan, derive_profile(ModelMeta(train_size=64)), BuildOptions(workspace_gb=1))
+    assert ("build",) not in calls and not plan.exists() and not sidecar_path(plan).exists()
+
+
+def _cuda_runtime_stand_in() -> types.ModuleType:
+    cudart = types.ModuleType("cuda.bindings.runtime")
+    cudart.cudaError_t = types.SimpleNamespace(cudaSuccess=0)  # type: ignore[attr-defined]
+    props = types.SimpleNamespace(name=b"NVIDIA H100 80GB HBM3\x00", major=9, minor=0)
+    cudart.cudaGetDeviceProperties = lambda device: (0, props)  # type: ignore[attr-defined]
+    return cudart
+
+
+def test_gpu_info_uses_cuda_bindings_runtime_only(monkeypatch):
+    """cuda.cudart (the pre-12.6 module) is gone in cuda-bindings 13 and the backend never used it: the sidecar's
+    GPU name must come from cuda.bindings.runtime, as the backend's check reads it."""
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", _cuda_runtime_stand_in())
+    assert engine_sidecar.gpu_info() == ("NVIDIA H100 80GB HBM3", "9.0")
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)  # not installed
+    monkeypatch.setitem(sys.modules, "cuda.cudart", _cuda_runtime_stand_in())  # an old cuda-python's module
+    with pytest.raises(BackendUnavailableError, match="cuda-python is not installed .*pip install cuda-python"):
+        engine_sidecar.gpu_info()
+
+
+def _gpu_benchmark() -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "benchmarks" / "gpu.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_profile_is_per_dimension():
+    """benchmarks/gpu.py took min/max by area and opt from the middle of the unsorted list: 720x1280,1280x720
+    gave min 720x1280 > opt 1280x720 in H and the engine build failed."""
+    shapes = _gpu_benchmark().profile_shapes
+    meta = ModelMeta(train_size=256)
+    assert shapes([(720, 1280), (1280, 720)], 4, 4) == ("1x720x720", "1x720x1280", "4x1280x1280")
+    p = derive_profile(meta, *shapes([(720, 1280), (1280, 720)], 4, 4))
+    assert p.covers((4, 3, 720, 1280)) and p.covers((4, 3, 1280, 720)) and p.covers((1, 3, 1280, 720))
+    assert shapes([(1080, 1920), (256, 256), (720, 1280)], 4, 4) == ("1x256x256", "1x720x1280", "4x1080x1920")
+    assert shapes([(47, 63)], 4, 1) == ("1x48x64", "1x48x64", "1x48x64")  # padded to the multiple
+    derive_profile(meta, *shapes([(1080, 1920), (1920, 1080), (256, 256)], 4, 4))  # no min <= opt <= max error

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 from cyclegan_deploy.artifacts import onnx_metadata
 from cyclegan_deploy.artifacts import read_card as read_onnx_meta
 from cyclegan_deploy.backends import UNAVAILABLE, Backend, available_backends, load_backend, parse_backend_spec
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
 
 FP32_MAX_ABS = 1e-4
 GPU_FP32_MAX_ABS = 5e-3  # cuDNN/ORT-CUDA use TF32 convolutions by default on Ampere+
@@ -200,9 +199,9 @@ def test_onnxruntime_silent_provider_fallback_is_caught(tiny_onnx, monkeypatch) 
     ort = pytest.importorskip("onnxruntime")
     real = ort.InferenceSession
 
-    class CpuOnlySession(real):  # what ORT does when the CUDA EP fails to load
-        def __init__(self, path: str, sess_options: Any = None, providers: Any = None) -> None:
-            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+    class CpuOnlySession(real):  # what an ORT without session.disable_cpu_ep_fallback does when CUDA fails to load
+        def __init__(self, path: str, sess_options: Any = None, providers: Any = None, **kwargs: Any) -> None:
+            super().__init__(path, providers=["CPUExecutionProvider"])
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", CpuOnlySession)
@@ -268,54 +267,7 @@ def test_backends_package_import_is_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
-# ---- TensorRT -----------------------------------------------------------------------------------------------
-
-def _fake_engine(tmp_path: Path, trt_version: str = "10.13.0.35", gpu: str = "NVIDIA H100 80GB HBM3",
-                 cc: str = "9.0") -> Path:
-    """A .plan that is not an engine, with a real sidecar (export's format) saying where it was built."""
-    from cyclegan_deploy.artifacts import sidecar_path
-    from cyclegan_deploy.engine_sidecar import EngineSidecar, write_sidecar
-
-    plan = tmp_path / "g_AtoB.plan"
-    plan.write_bytes(b"not a real engine")
-    card = {"arch": "resnet_2blocks", "ngf": 8, "n_blocks": 2, "multiple": 4}
-    profile = {"input_name": "input", "min": [1, 3, 32, 32], "opt": [1, 3, 64, 64], "max": [2, 3, 128, 128]}
-    write_sidecar(sidecar_path(plan), EngineSidecar(
-        tensorrt_version=trt_version, gpu_name=gpu, compute_capability=cc, profile=profile, precision="fp32",
-        source_onnx="g_AtoB.onnx", source_onnx_sha256="0" * 64, model_card=card))
-    return plan
-
-
-@pytest.mark.skipif(_has("tensorrt"), reason="TensorRT is installed here")
-def test_tensorrt_absent_is_a_clear_error(tmp_path) -> None:
-    plan = _fake_engine(tmp_path)
-    with pytest.raises(BackendUnavailableError, match="TensorRT is not installed"):
-        load_backend(plan)
-    with pytest.raises(ConfigError, match="GPU only"):
-        load_backend(plan, device="cpu")
-
-
-def test_engine_sidecar_mismatch_is_refused(tmp_path, monkeypatch) -> None:
-    """Everything up to deserialization runs with a stand-in tensorrt module and a pretend H100."""
-    from cyclegan_deploy import engine_sidecar
-    from cyclegan_deploy.backends.tensorrt import TensorRTBackend
-
-    fake = types.ModuleType("tensorrt")
-    fake.__version__ = "10.13.0.35"  # type: ignore[attr-defined]
-    fake.Runtime = object  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
-    with pytest.raises(EngineMismatchError, match=r"TensorRT 10\.0\.1\.6 \(this machine: 10\.13\.0\.35\).*--engine"):
-        TensorRTBackend(_fake_engine(tmp_path, trt_version="10.0.1.6"))
-    with pytest.raises(EngineMismatchError, match=r"compute capability 8\.0 \(this GPU: 9\.0\)"):
-        TensorRTBackend(_fake_engine(tmp_path, gpu="NVIDIA A100-SXM4-40GB", cc="8.0"))
-    with pytest.raises(ConfigError, match="precision is fixed at build time"):
-        TensorRTBackend(_fake_engine(tmp_path), precision="fp16")
-    plan = _fake_engine(tmp_path)
-    (tmp_path / "g_AtoB.plan.json").unlink()
-    with pytest.raises(EngineMismatchError, match="missing or unreadable engine sidecar"):
-        TensorRTBackend(plan)
-
+# ---- TensorRT (stand-in tests of the backend's own logic: test_tensorrt_backend.py) -----------------------
 
 @pytest.mark.gpu
 def test_tensorrt_engine_conformance(tiny_onnx, tmp_path, inputs, reference) -> None:
@@ -333,165 +285,6 @@ def test_tensorrt_engine_conformance(tiny_onnx, tmp_path, inputs, reference) -> 
     with pytest.raises(ShapeError, match="outside the engine's optimization profile"):
         backend(np.zeros((4, 3, 32, 32), np.float32))
     backend.close()
-
-
-class _FakeCuda:
-    """cuda.bindings.runtime stand-in: device memory is bytearrays behind fake addresses, host memory is real."""
-
-    class cudaMemcpyKind:  # noqa: N801  (mirrors the cuda-python name)
-        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
-
-    def __init__(self) -> None:
-        self.device: dict[int, bytearray] = {}
-        self.host: dict[int, Any] = {}
-        self.mallocs = 0
-
-    def cudaMalloc(self, n: int) -> tuple[int, int]:  # noqa: N802
-        self.mallocs += 1
-        addr = 0x10000000 + 0x1000000 * self.mallocs
-        self.device[addr] = bytearray(n)
-        return 0, addr
-
-    def cudaMallocHost(self, n: int) -> tuple[int, int]:  # noqa: N802
-        import ctypes
-
-        buf = ctypes.create_string_buffer(n)
-        self.host[ctypes.addressof(buf)] = buf
-        return 0, ctypes.addressof(buf)
-
-    def cudaMemcpyAsync(self, dst: int, src: int, n: int, kind: int, stream: int) -> tuple[int]:  # noqa: N802
-        import ctypes
-
-        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
-            self.device[dst][:n] = ctypes.string_at(src, n)
-        else:
-            ctypes.memmove(dst, bytes(self.device[src][:n]), n)
-        return (0,)
-
-    def cudaFree(self, addr: int) -> tuple[int]:  # noqa: N802
-        del self.device[addr]
-        return (0,)
-
-    def cudaFreeHost(self, addr: int) -> tuple[int]:  # noqa: N802
-        del self.host[addr]
-        return (0,)
-
-    def cudaSetDevice(self, i: int) -> tuple[int]:  # noqa: N802
-        return (0,)
-
-    def cudaStreamCreate(self) -> tuple[int, int]:  # noqa: N802
-        return 0, 7
-
-    def cudaStreamSynchronize(self, s: int) -> tuple[int]:  # noqa: N802
-        return (0,)
-
-    def cudaStreamDestroy(self, s: int) -> tuple[int]:  # noqa: N802
-        return (0,)
-
-
-def _fake_tensorrt(cuda: _FakeCuda) -> types.ModuleType:
-    """Just the TensorRT surface the backend uses; the 'engine' computes tanh(x) from device memory."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.13.0.35"  # type: ignore[attr-defined]
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity: None})  # type: ignore[attr-defined]
-    trt.TensorIOMode = types.SimpleNamespace(INPUT=1, OUTPUT=2)  # type: ignore[attr-defined]
-    trt.nptype = lambda dtype: np.float32  # type: ignore[attr-defined]
-
-    class Context:
-        def __init__(self) -> None:
-            self.shape: tuple[int, ...] = ()
-            self.addr: dict[str, int] = {}
-
-        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-            self.shape = shape
-            return True
-
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return self.shape
-
-        def set_tensor_address(self, name: str, addr: int) -> bool:
-            self.addr[name] = addr
-            return True
-
-        def execute_async_v3(self, stream: int) -> bool:
-            n = int(np.prod(self.shape)) * 4
-            x = np.frombuffer(bytes(cuda.device[self.addr["input"]][:n]), np.float32)
-            cuda.device[self.addr["output"]][:n] = np.tanh(x).tobytes()
-            return True
-
-    class Engine:
-        num_io_tensors = 2
-
-        def get_tensor_name(self, i: int) -> str:
-            return ("input", "output")[i]
-
-        def get_tensor_mode(self, name: str) -> int:
-            return 1 if name == "input" else 2
-
-        def get_tensor_dtype(self, name: str) -> str:
-            return "float"
-
-        def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
-            return [(1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128)]
-
-        def create_execution_context(self) -> Context:
-            return Context()
-
-    class Runtime:
-        def __init__(self, logger: Any) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> Engine:
-            return Engine()
-
-    trt.Runtime = Runtime  # type: ignore[attr-defined]
-    return trt
-
-
-def test_tensorrt_backend_buffers_and_profile_with_stand_ins(tmp_path, monkeypatch) -> None:
-    """The backend's own logic (buffers, copies, addresses, growth, profile check) against stand-in APIs."""
-    from cyclegan_deploy import engine_sidecar
-    from cyclegan_deploy.backends import tensorrt as trt_backend
-
-    cuda = _FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))
-    monkeypatch.setattr(trt_backend, "_cuda_runtime", lambda: cuda)
-    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
-    backend = load_backend(_fake_engine(tmp_path))
-    assert backend.name == "tensorrt" and backend.meta.arch == "resnet_2blocks"
-    rng = np.random.default_rng(3)
-    for shape in [(1, 3, 32, 32), (2, 3, 64, 96), (1, 3, 36, 52)]:  # grows, then reuses the bigger buffers
-        x = rng.uniform(-3, 3, size=shape).astype(np.float32)
-        y = backend(x)
-        np.testing.assert_allclose(y, np.tanh(x), rtol=1e-6)
-        y[...] = 0  # the caller owns its copy: the next call must not see this
-    assert cuda.mallocs == 4  # input+output at the first shape, again once at the bigger one, none after
-    with pytest.raises(ShapeError, match=r"3x3x32x32.*outside the engine's optimization profile 1x3x32x32 \.\. "
-                                         r"2x3x128x128.*--max-shape"):
-        backend(np.zeros((3, 3, 32, 32), np.float32))
-    with pytest.raises(ShapeError, match="outside"):
-        backend(np.zeros((1, 3, 16, 32), np.float32))
-    backend.close()
-    assert not cuda.device and not cuda.host  # everything freed
-
-
-def test_engine_suffix_with_its_sidecar_loads(tmp_path, monkeypatch) -> None:
-    """`.engine` is a TensorRT engine like `.plan`: g.engine + g.engine.json load (they used to be refused)."""
-    from cyclegan_deploy import engine_sidecar
-    from cyclegan_deploy.backends import tensorrt as trt_backend
-
-    cuda = _FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))
-    monkeypatch.setattr(trt_backend, "_cuda_runtime", lambda: cuda)
-    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
-    plan = _fake_engine(tmp_path)
-    engine = plan.rename(tmp_path / "g_AtoB.engine")
-    (tmp_path / "g_AtoB.plan.json").rename(tmp_path / "g_AtoB.engine.json")
-    with load_backend(engine) as backend:
-        assert backend.name == "tensorrt" and backend.meta.arch == "resnet_2blocks"
-        x = np.linspace(-2, 2, 3 * 32 * 32, dtype=np.float32).reshape(1, 3, 32, 32)
-        np.testing.assert_allclose(backend(x), np.tanh(x), rtol=1e-6)
-    assert not cuda.device  # the context manager closed it
 
 
 def test_backend_base_validates_every_batch_once(tiny_onnx) -> None:
@@ -519,11 +312,8 @@ def test_backend_base_validates_every_batch_once(tiny_onnx) -> None:
     assert calls == [np.float32, "closed"]
 
 
-def test_precision_names_are_case_insensitive_and_gpu_engines_take_no_threads(tiny_onnx, tiny_generator_file,
-                                                                               tmp_path, monkeypatch) -> None:
-    from cyclegan_deploy import engine_sidecar
-    from cyclegan_deploy.backends import tensorrt as trt_backend
-
+def test_precision_names_are_case_insensitive(tiny_onnx, tiny_generator_file) -> None:
+    """(The TensorRT engine's aliases and its refusal of --threads: test_tensorrt_backend.py.)"""
     with load_backend(tiny_generator_file, "torch", device="cpu", precision="AUTO") as backend:
         assert backend.precision == "fp32"
     with load_backend(tiny_onnx, "onnxruntime", device="cpu", precision=" Auto ") as backend:
@@ -531,9 +321,3 @@ def test_precision_names_are_case_insensitive_and_gpu_engines_take_no_threads(ti
     if _has("openvino"):
         with load_backend(tiny_onnx, "openvino", precision="F32") as backend:
             assert backend.name == "openvino-f32"
-    cuda = _FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(cuda))
-    monkeypatch.setattr(trt_backend, "_cuda_runtime", lambda: cuda)
-    monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))
-    with pytest.raises(ConfigError, match="backend tensorrt does not take option.*threads=4"):
-        load_backend(_fake_engine(tmp_path), threads=4)

@@ -1,0 +1,170 @@
+"""The torch backend's CUDA path without a GPU: a stand-in `torch` module (a pretend CUDA device) records what the
+backend sets and calls - cudnn.benchmark on, TF32 set explicitly (off for the fp32 baseline, recorded on the
+backend), a plain host-to-device copy (no per-call pin_memory), fp16 autocast on CUDA. The real torch checks run
+on CPU, and on a GPU where one is present (`gpu` mark).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cyclegan_deploy.backends.torch import TorchBackend
+from cyclegan_deploy.errors import ConfigError
+from cyclegan_deploy.metadata import ModelMeta
+
+
+class FakeTensor:
+    def __init__(self, data: np.ndarray, calls: list[Any], device: str = "cpu") -> None:
+        self.data, self.calls, self.device = data, calls, device
+
+    def pin_memory(self) -> FakeTensor:
+        self.calls.append("pin_memory")
+        return self
+
+    def to(self, device: Any = None, **kwargs: Any) -> FakeTensor:
+        self.calls.append(("to", device, kwargs))
+        return FakeTensor(self.data, self.calls, device if isinstance(device, str) else self.device)
+
+    def contiguous(self, memory_format: Any = None) -> FakeTensor:
+        self.calls.append(("contiguous", memory_format))
+        return self
+
+    def float(self) -> FakeTensor:
+        return self
+
+    def cpu(self) -> FakeTensor:
+        self.calls.append("cpu")
+        return FakeTensor(self.data, self.calls)
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+
+class FakeModel:
+    def __init__(self, calls: list[Any], torch: Any) -> None:
+        self.calls, self.torch = calls, torch
+
+    def to(self, *args: Any, **kwargs: Any) -> FakeModel:
+        self.calls.append(("model.to", args, kwargs))
+        return self
+
+    def __call__(self, x: FakeTensor) -> FakeTensor:
+        flags = self.torch.backends
+        # what the kernels would see at this moment
+        self.calls.append(("forward", x.device, flags.cudnn.benchmark, flags.cudnn.allow_tf32,
+                           flags.cuda.matmul.allow_tf32, self.torch.autocasting))
+        return FakeTensor(np.tanh(x.data), self.calls, x.device)
+
+
+def fake_torch(calls: list[Any]) -> types.ModuleType:
+    torch = types.ModuleType("torch")
+    torch.__version__ = "2.11.0+cu130"  # type: ignore[attr-defined]
+    torch.version = SimpleNamespace(cuda="13.0")  # type: ignore[attr-defined]
+    torch.cuda = SimpleNamespace(is_available=lambda: True, is_bf16_supported=lambda: True,  # type: ignore[attr-defined]
+                                 get_device_name=lambda *a: "NVIDIA H100 80GB HBM3",
+                                 empty_cache=lambda: calls.append("empty_cache"))
+    # torch's defaults: cuDNN TF32 on, matmul TF32 off, benchmark off
+    torch.backends = SimpleNamespace(cudnn=SimpleNamespace(benchmark=False, allow_tf32=True),  # type: ignore[attr-defined]
+                                     cuda=SimpleNamespace(matmul=SimpleNamespace(allow_tf32=False)))
+    torch.channels_last, torch.contiguous_format = "channels_last", "contiguous_format"  # type: ignore[attr-defined]
+    torch.float16, torch.bfloat16 = "float16", "bfloat16"  # type: ignore[attr-defined]
+    torch.set_num_threads = lambda n: None  # type: ignore[attr-defined]
+    torch.get_num_threads = lambda: 2  # type: ignore[attr-defined]
+    torch.compile = lambda model, **k: model  # type: ignore[attr-defined]
+    torch.from_numpy = lambda a: FakeTensor(a, calls)  # type: ignore[attr-defined]
+    torch.autocasting = None  # type: ignore[attr-defined]
+
+    class Autocast:
+        def __init__(self, device_type: str, dtype: Any) -> None:
+            self.state = (device_type, dtype)
+
+        def __enter__(self) -> None:
+            torch.autocasting = self.state  # type: ignore[attr-defined]
+
+        def __exit__(self, *exc: object) -> None:
+            torch.autocasting = None  # type: ignore[attr-defined]
+
+    class InferenceMode:
+        def __enter__(self) -> None:
+            calls.append("inference_mode")
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    torch.autocast = Autocast  # type: ignore[attr-defined]
+    torch.inference_mode = InferenceMode  # type: ignore[attr-defined]
+    return torch
+
+
+@pytest.fixture
+def cuda_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> tuple[Any, list[Any], Any]:
+    calls: list[Any] = []
+    torch = fake_torch(calls)
+    checkpoints = types.ModuleType("cyclegan_deploy.train.checkpoints")
+    meta = ModelMeta(arch="resnet_2blocks", ngf=8, n_blocks=2, multiple=4)
+    checkpoints.load_generator = lambda path, **k: (FakeModel(calls, torch), meta)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "cyclegan_deploy.train.checkpoints", checkpoints)
+    path = tmp_path / "latest_net_G_A.pth"
+    path.write_bytes(b"stand-in")
+    return torch, calls, path
+
+
+def test_cuda_fp32_sets_benchmark_and_turns_tf32_off(cuda_stand_in) -> None:
+    torch, calls, path = cuda_stand_in
+    backend = TorchBackend(path, device="cuda")
+    assert (backend.name, backend.precision, backend.tf32) == ("torch-cuda", "fp32", False)
+    assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    torch.backends.cudnn.allow_tf32 = True  # another torch user in the process flips the global switch
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 8, 12)).astype(np.float32)
+    y = backend(x)
+    np.testing.assert_allclose(y, np.tanh(x))
+    # the call set the switches again, ran on CUDA with TF32 off and no autocast
+    assert ("forward", "cuda", True, False, False, None) in calls
+    assert "pin_memory" not in calls  # a plain pageable copy, no fresh pinned buffer per call
+    assert [c for c in calls if isinstance(c, tuple) and c[0] == "to"] == [("to", "cuda", {})]
+    backend.close()
+    assert "empty_cache" in calls
+
+
+def test_cuda_fp16_autocasts_on_cuda_and_tf32_can_be_asked_for(cuda_stand_in) -> None:
+    torch, calls, path = cuda_stand_in
+    backend = TorchBackend(path, device="cuda", precision="fp16")
+    backend(np.zeros((1, 3, 8, 8), np.float32))
+    assert ("forward", "cuda", True, False, False, ("cuda", "float16")) in calls
+    assert backend.name == "torch-cuda-fp16" and backend.tf32 is False
+
+    fast = TorchBackend(path, device="cuda", options={"tf32": True, "channels_last": True})
+    assert (fast.name, fast.tf32) == ("torch-cuda-cl-tf32", True)
+    assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is True
+    fast(np.zeros((1, 3, 8, 8), np.float32))
+    assert ("contiguous", "channels_last") in calls
+
+
+def test_cpu_records_no_tf32_and_refuses_it(tiny_generator_file) -> None:
+    pytest.importorskip("torch")
+    backend = TorchBackend(tiny_generator_file, device="cpu")
+    assert backend.tf32 is None and backend.name == "torch-cpu"
+    with pytest.raises(ConfigError, match="tf32 applies to CUDA only"):
+        TorchBackend(tiny_generator_file, device="cpu", options={"tf32": True})
+
+
+@pytest.mark.gpu
+def test_cuda_fp32_without_tf32_matches_cpu_fp32(tiny_generator_file) -> None:
+    """TF32 off: the CUDA fp32 baseline is FP32 (the design's 1e-4 fp32 tolerance, not the TF32 one)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32)
+    cpu, gpu = TorchBackend(tiny_generator_file, device="cpu"), TorchBackend(tiny_generator_file, device="cuda")
+    with cpu, gpu:
+        assert gpu.tf32 is False and torch.backends.cudnn.benchmark is True
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert float(np.abs(gpu(x) - cpu(x)).max()) <= 1e-4
