@@ -177,12 +177,17 @@ def card_config(meta: ModelMeta) -> GeneratorConfig:
 
 
 def generator_macs(cfg: GeneratorConfig, height: int, width: int) -> int:
-    """Convolution MACs of one height x width frame (GAN Compression's count), from a meta-device build."""
+    """Convolution MACs of one height x width frame (GAN Compression's count), from a meta-device build, at the
+    size the runtime really runs: padded to the family's multiple (a U-Net takes multiples of 128/256)."""
     from cyclegan_deploy.bench.metrics import count_macs_torch
+    from cyclegan_deploy.frames import padded_size
 
     with torch.device("meta"):
         net = build_generator(cfg)
-    return count_macs_torch(net, height, width)["macs"]
+    family = cfg.family
+    side = max(family.min_size(cfg.arch), 1)
+    h, w = padded_size(max(height, side), max(width, side), family.multiple(cfg.arch))
+    return count_macs_torch(net, h, w)["macs"]
 
 
 def load_teacher(cfg: TrainConfig) -> tuple[nn.Module, ModelMeta]:

@@ -150,7 +150,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for size, m in report["macs"].items():
         line = f"MACs at {size}: {m['generator'] / 1e9:.2f} G"
         if "against" in m:
-            line += f" vs {m['against'] / 1e9:.2f} G ({m['ratio']:.1f}x fewer)"
+            more = f"{m['ratio']:.1f}x fewer" if m["ratio"] >= 1 else f"{1 / m['ratio']:.1f}x more"
+            line += f" vs {m['against'] / 1e9:.2f} G ({more})"
         lines.append(line)
     for key, label in (("held_out", "images"), ("photos", "natural photos")):
         r = report.get(key)

@@ -407,3 +407,29 @@ def test_bad_teachers_get_one_line_errors(
     # --data that does not exist
     _refused(capsys, lone, run, str(tmp_path / "nowhere"), "data folder not found", data=tmp_path / "nowhere")
     assert not leftovers(tmp_path)
+
+
+def test_a_unet_pix2pix_teacher_distills_into_a_resnet_student(tmp_path: Path) -> None:
+    """A pix2pix teacher (U-Net, aligned A|B pairs): no features to match (other layout), the aligned B halves
+    are the data's target domain, MACs are counted at the U-Net's padded sizes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "p2p" / "train").mkdir(parents=True)
+    for i in range(3):
+        a = (rng.random((128, 128, 3)) * 255).astype(np.uint8)
+        Image.fromarray(np.concatenate([a, 255 - a], 1)).save(tmp_path / "p2p" / "train" / f"{i}.png")
+    teacher = tmp_path / "teacher"
+    train(TrainConfig.for_model("pix2pix", dataroot=str(tmp_path / "p2p"), run_dir=str(teacher), netG="unet_128",
+                                ngf=4, ndf=4, load_size=128, crop_size=128, epochs=1, epochs_decay=0, num_workers=0,
+                                samples=1))
+    run = tmp_path / "student"
+    result = train(distill_config(teacher, run, ngf=4, n_blocks=1, ndf=4, epochs=1, epochs_decay=0, num_workers=0,
+                                  samples=1))
+    assert result.iterations == 3
+    card = _card(run / "latest_net_G.pth")
+    assert card["teacher_arch"] == "unet_128" and card["feature_pairs"] == []
+    assert card["macs"]["720x1280"]["teacher"] == generator_macs(
+        card_config(load_generator(teacher / "latest_net_G.pth")[1]), 768, 1280)
+    assert all(float(r["G_feature"]) == 0.0 for r in _losses(run))
+    assert result.evaluation is not None and result.evaluation["held_out"]["status"].startswith("unavailable")

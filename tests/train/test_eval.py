@@ -245,3 +245,16 @@ def test_cli_eval_takes_the_data_of_the_generators_run(student_file: Path, tiny_
     assert code == 0, err
     assert out.splitlines()[0] == "generator latest_net_G_A.pth: resnet_2blocks ngf 8" and "task" not in out
     assert len(out.splitlines()) == 3
+
+
+def test_macs_are_counted_at_the_padded_size_a_unet_really_runs() -> None:
+    # unet_128 takes multiples of 128: 720x1280 runs as 768x1280 (the count must not crash in the skip concat)
+    from cyclegan_deploy.bench.metrics import count_macs_torch
+    from cyclegan_deploy.train.distill import generator_macs
+    from cyclegan_deploy.train.registry import GeneratorConfig, build_generator
+
+    cfg = GeneratorConfig(arch="unet_128", ngf=4, norm="batch")
+    with torch.device("meta"):
+        net = build_generator(cfg)
+    assert generator_macs(cfg, 720, 1280) == count_macs_torch(net, 768, 1280)["macs"]
+    assert generator_macs(cfg, 768, 1280) == count_macs_torch(net, 768, 1280)["macs"]
