@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from cyclegan_deploy.engine_sidecar import Profile
     from cyclegan_deploy.export.precision import SafetyReport
+    from cyclegan_deploy.export.triton import TritonOptions
     from cyclegan_deploy.export.validate import ParityReport
 
 DIRECTIONS = ("AtoB", "BtoA", "both")
@@ -54,6 +55,7 @@ class ExportOptions:
     int8_min_psnr: float = 40.0  # the guard's floor and the int8 parity gate's tolerance
     opset: int = 20
     force: bool = False  # replace existing outputs in out_dir (refused otherwise)
+    triton: TritonOptions | None = None  # also write a Triton model repository (export/triton.py)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class ExportResult:
     metas: list[ModelMeta] = field(default_factory=list)
     holdout: dict[str, list[Any]] = field(default_factory=dict)  # direction -> held-out calibration images
     int8_min_psnr: float | None = None
+    triton: list[Path] = field(default_factory=list)  # Triton model folders written
 
 
 def _check_options(opts: ExportOptions) -> None:
@@ -86,6 +89,10 @@ def _check_options(opts: ExportOptions) -> None:
         raise ConfigError(f"--calib-size {opts.calib_size}: use at least 1 image (default 64)")
     if not 0 < opts.int8_min_psnr < 200:
         raise ConfigError(f"--int8-min-psnr {opts.int8_min_psnr:g}: use a PSNR in dB between 0 and 200 (default 40)")
+    if opts.triton is not None:
+        from cyclegan_deploy.export.triton import check_options
+
+        check_options(opts.triton, opts.engine)
     if not opts.checkpoint.exists():
         raise ConfigError(f"{opts.checkpoint}: no such checkpoint or run dir; pass a run dir of `cgdeploy train`, "
                           "a generator .pth of ours or a reference *_net_G*.pth")
@@ -162,10 +169,22 @@ def _run_export(opts: ExportOptions, echo: Callable[[str], None]) -> ExportResul
     for _, meta in loaded:
         for path in planned_outputs(opts, meta.direction):
             refuse_existing(path, opts.force)
+    if opts.triton is not None:
+        from cyclegan_deploy.export.tensorrt import derive_profile
+        from cyclegan_deploy.export.triton import check_before_export
+
+        engine_batch = min(derive_profile(m, opts.min_shape, opts.opt_shape, opts.max_shape).max[0]
+                           for _, m in loaded) if opts.engine else None
+        check_before_export(opts.triton, [m for _, m in loaded], opts.force, engine_batch)
     result = ExportResult()
     built = [(model, meta, _export_direction(model, meta, opts, result, echo)) for model, meta in loaded]
     if opts.engine:
         _build_engines(built, opts, result, echo, missing_tensorrt)
+    if opts.triton is not None:  # last: it serves the final, gated artifacts
+        from cyclegan_deploy.export.triton import write_repository
+
+        served = [(m, artifacts.engine_path(opts.out_dir, m.direction) if opts.engine else g, g) for _, m, g in built]
+        result.triton = write_repository(opts.triton, served, opts.force, opts.workspace_gb, echo)
     return result
 
 

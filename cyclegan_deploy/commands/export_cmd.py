@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from cyclegan_deploy.commands.options import FORCE
+from cyclegan_deploy.errors import ConfigError
 
 
 def register(app: typer.Typer, *sub: typer.Typer) -> None:
@@ -57,10 +58,30 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         no_validate: bool = typer.Option(False, "--no-validate", help="Skip the parity gates (not recommended)."),
         safety_images: Path | None = typer.Option(None, "--safety-images", help="Folder of sample images for the "
                                                   "FP16 safety report (default: seeded images)."),
+        triton_repo: Path | None = typer.Option(None, "--triton-repo", help="Also write a Triton model repository "
+                                                "here: <name>/config.pbtxt + <name>/1/model.onnx (the --int8, "
+                                                "else --fp16, else FP32 graph) or model.plan with --engine."),
+        triton_name: str | None = typer.Option(None, "--triton-name", help="Triton model name (default g_AtoB / "
+                                               "g_BtoA; two directions get _AtoB/_BtoA appended)."),
+        triton_max_batch: int = typer.Option(4, "--triton-max-batch", help="Triton max_batch_size (dynamic "
+                                             "batching merges requests up to it)."),
+        triton_instances: int = typer.Option(1, "--triton-instances", help="Model instances (instance_group "
+                                             "count)."),
+        triton_device: str = typer.Option("gpu", "--triton-device", help="gpu | cpu: instance_group kind."),
+        triton_trt: bool = typer.Option(False, "--triton-trt", help="Enable the ONNX Runtime backend's TensorRT "
+                                        "accelerator (precision of the served graph) in config.pbtxt."),
         force: bool = FORCE,
     ) -> None:
         """Export a generator to ONNX (dynamic batch/height/width) and check it against PyTorch."""
         from cyclegan_deploy.export.pipeline import ExportOptions, run_export
+        from cyclegan_deploy.export.triton import TritonOptions
+
+        triton = None if triton_repo is None else TritonOptions(
+            repo=triton_repo, name=triton_name, max_batch=triton_max_batch, instances=triton_instances,
+            device=triton_device, tensorrt=triton_trt)
+        if triton is None and (triton_name is not None or triton_trt or triton_max_batch != 4
+                               or triton_instances != 1 or triton_device != "gpu"):
+            raise ConfigError("the --triton-* options apply with --triton-repo DIR; add it")
 
         opts = ExportOptions(checkpoint=checkpoint, out_dir=out_dir, arch=arch, ngf=ngf, norm=norm,
                              direction=direction, fp16=fp16, fp16_norm=fp16_norm, engine=engine,
@@ -68,7 +89,7 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                              workspace_gb=workspace_gb, timing_cache=timing_cache, opt_level=opt_level,
                              target=target, ov_precision=ov_precision, validate=not no_validate,
                              safety_images=safety_images, int8=int8, calib=calib, calib_size=calib_size,
-                             int8_min_psnr=int8_min_psnr, force=force)
+                             int8_min_psnr=int8_min_psnr, force=force, triton=triton)
         result = run_export(opts, echo=typer.echo)
         typer.echo(f"done: {len(result.files)} files in {out_dir}" + (
             "" if opts.validate else " (parity NOT checked: --no-validate)"))
@@ -76,3 +97,5 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
             size = path.stat().st_size
             typer.echo(f"  {path.name:32s} {size / 1e6:8.2f} MB" if size >= 100_000 else f"  {path.name:32s} "
                        f"{size / 1e3:8.1f} kB")
+        for folder in result.triton:
+            typer.echo(f"  Triton model: {folder}")
