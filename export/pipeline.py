@@ -170,12 +170,9 @@ def _run_export(opts: ExportOptions, echo: Callable[[str], None]) -> ExportResul
         for path in planned_outputs(opts, meta.direction):
             refuse_existing(path, opts.force)
     if opts.triton is not None:
-        from cyclegan_deploy.export.tensorrt import derive_profile
-        from cyclegan_deploy.export.triton import check_before_export
+        from cyclegan_deploy.export.triton import check_export
 
-        engine_batch = min(derive_profile(m, opts.min_shape, opts.opt_shape, opts.max_shape).max[0]
-                           for _, m in loaded) if opts.engine else None
-        check_before_export(opts.triton, [m for _, m in loaded], opts.force, engine_batch)
+        check_export(opts, [m for _, m in loaded])
     result = ExportResult()
     built = [(model, meta, _export_direction(model, meta, opts, result, echo)) for model, meta in loaded]
     if opts.engine:

@@ -21,11 +21,15 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cyclegan_deploy import artifacts
 from cyclegan_deploy.errors import ConfigError
 from cyclegan_deploy.metadata import ModelMeta
 from cyclegan_deploy.outputs import refuse_existing
+
+if TYPE_CHECKING:
+    from cyclegan_deploy.export.pipeline import ExportOptions
 
 # Triton model names are folder names in the repository and appear in request URLs: keep them plain.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -81,6 +85,16 @@ def model_names(opts: TritonOptions, directions: Sequence[str]) -> dict[str, str
     if len(directions) == 1:
         return {directions[0]: opts.name}
     return {d: check_name(f"{opts.name}_{d}") for d in directions}
+
+
+def check_export(opts: ExportOptions, metas: Sequence[ModelMeta]) -> None:
+    """check_before_export for `cgdeploy export`'s options: with --engine, the batch its profile will take."""
+    from cyclegan_deploy.export.tensorrt import derive_profile
+
+    assert opts.triton is not None
+    engine_batch = min(derive_profile(m, opts.min_shape, opts.opt_shape, opts.max_shape).max[0]
+                       for m in metas) if opts.engine else None
+    check_before_export(opts.triton, metas, opts.force, engine_batch)
 
 
 def check_before_export(opts: TritonOptions, metas: Sequence[ModelMeta], force: bool, engine_max_batch: int | None
