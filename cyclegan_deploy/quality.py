@@ -25,10 +25,15 @@ def psnr(reference: np.ndarray, candidate: np.ndarray, peak_to_peak: float = 2.0
 
 def ssim(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Mean structural similarity of two uint8 HxWx3 images (scikit-image's, Gaussian-free 7x7 window, per
-    channel, data range 255): 1.0 for identical images."""
+    channel, data range 255): 1.0 for identical images; a smaller window on images under 7 pixels a side, NaN
+    under 3."""
     from skimage.metrics import structural_similarity
 
-    return float(structural_similarity(reference, candidate, channel_axis=-1, data_range=255))
+    side = min(reference.shape[:2])
+    window = min(7, side if side % 2 else side - 1)  # the window must fit the image (odd, at least 3)
+    if window < 3:
+        return math.nan
+    return float(structural_similarity(reference, candidate, channel_axis=-1, data_range=255, win_size=window))
 
 
 # scikit-image ships these photographs in its wheel (no download): a held-out natural-image set no generator

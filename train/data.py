@@ -240,6 +240,9 @@ def build_dataset(cfg: TrainConfig, phase: str = "train") -> UnpairedDataset | A
         root = Path(cfg.dataroot)
         if (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir():
             return UnpairedDataset(cfg, root, phase)
+        source = root / f"{phase}{'B' if cfg.direction == 'BtoA' else 'A'}"
+        if source.is_dir():  # only the input domain: never the whole root, whose test split is held out
+            return SingleDataset(cfg, source)
         if (root / phase).is_dir() and not (root / f"{phase}A").is_dir():
             return AlignedDataset(cfg, root, phase)
         if not root.is_dir():

@@ -17,6 +17,7 @@ and 28.4 dB — `data` fights the distillation term wherever the teacher differs
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -177,8 +178,10 @@ def card_config(meta: ModelMeta) -> GeneratorConfig:
 
 
 def generator_macs(cfg: GeneratorConfig, height: int, width: int) -> int:
-    """Convolution MACs of one height x width frame (GAN Compression's count), from a meta-device build, at the
-    size the runtime really runs: padded to the family's multiple (a U-Net takes multiples of 128/256)."""
+    """Convolution MACs of one height x width frame, from a meta-device build, at the size the runtime really runs
+    (padded to the family's multiple: a U-Net takes multiples of 128/256). Transposed convolutions count their
+    real MACs (input pixels x Cin x Cout x k); GAN Compression counts them densely (ResNet-9 ngf 64 at 256x256:
+    56.8 G there, 49.6 G here)."""
     from cyclegan_deploy.bench.metrics import count_macs_torch
     from cyclegan_deploy.frames import padded_size
 
@@ -240,5 +243,29 @@ def distill_config(teacher: str | Path, run_dir: str | Path, data: str | Path | 
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("n_blocks") is not None:  # name the arch by its count (config.json then says what was built)
         values["netG"] = f"resnet_{values.pop('n_blocks')}blocks"
-    return TrainConfig.for_model("distill", dataroot=dataroot, run_dir=str(run_dir), teacher=str(file.resolve()),
-                                 teacher_sha256=sha256_file(file), direction=meta.direction, **values)
+    cfg = TrainConfig.for_model("distill", dataroot=dataroot, run_dir=str(run_dir), teacher=str(file.resolve()),
+                                teacher_sha256=sha256_file(file), direction=meta.direction, **values)
+    _check_teacher_fits(cfg, meta, file)
+    if cfg.gan_real == "data" and not has_target_domain(Path(dataroot)):
+        raise ConfigError(f"{dataroot}: --gan-real data needs the target domain (trainA/ + trainB/, or train/ with "
+                          "A|B pairs); this folder has only inputs: use --gan-real teacher")
+    return cfg
+
+
+def has_target_domain(root: Path, phase: str = "train") -> bool:
+    """Whether distillation finds real target images here (build_dataset's unpaired or aligned layouts)."""
+    paired = (root / phase).is_dir() and not (root / f"{phase}A").is_dir()
+    return paired or ((root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir())
+
+
+def _check_teacher_fits(cfg: TrainConfig, meta: ModelMeta, file: Path) -> None:
+    """The training crops go through the teacher too: they must be sizes its layers take (a U-Net needs
+    multiples of 128/256), not only the student's multiple of 4."""
+    side = cfg.crop_size if "crop" in cfg.preprocess else cfg.load_size
+    multiple = math.lcm(meta.multiple, cfg.multiple)
+    if side % multiple or side < meta.min_size:
+        fit = max(multiple, -(-max(side, meta.min_size) // multiple) * multiple)
+        option = "--crop-size" if "crop" in cfg.preprocess else "--load-size"
+        raise ConfigError(f"{file}: the teacher ({meta.arch}) takes sizes in multiples of {meta.multiple} (at least "
+                          f"{max(meta.min_size, meta.multiple)}), but {option} is {side}; use {option} {fit}"
+                          + (f" --load-size {max(fit, cfg.load_size)}" if option == "--crop-size" else ""))

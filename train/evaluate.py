@@ -24,10 +24,17 @@ from cyclegan_deploy.metadata import ModelMeta
 from cyclegan_deploy.quality import natural_photos, psnr, ssim
 
 SIZES = {"256x256": (256, 256), "720x1280": (720, 1280)}
+MAX_IMAGES = 50  # images evaluated from a folder (an evenly spread subset beyond that)
+MAX_SIDE = 512  # larger images are downscaled to this side first (the report says so)
+MAX_PHOTO_SIDE = 2048
 
 
 def _round(value: float, digits: int = 3) -> float:
     return round(value, digits) if math.isfinite(value) else value
+
+
+def _nan_round(value: float) -> float:
+    return round(float(value), 4) if math.isfinite(value) else math.nan
 
 
 def image_metrics(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, Any]:
@@ -38,8 +45,10 @@ def image_metrics(reference: list[np.ndarray], candidate: list[np.ndarray]) -> d
     p = [psnr(a, b, 255.0) for a, b in zip(reference, candidate, strict=True)]
     s = [ssim(a, b) for a, b in zip(reference, candidate, strict=True)]
     return {"n_images": len(p), "psnr_db_mean": _round(float(np.mean(p))), "psnr_db_min": _round(min(p)),
-            "ssim_mean": round(float(np.mean(s)), 4), "ssim_min": round(min(s), 4),
-            "psnr_db": [_round(v) for v in p], "ssim": [round(v, 4) for v in s]}
+            # NaN SSIM: an image under 3 pixels a side (quality.ssim); left out of the mean and worst
+            "ssim_mean": _nan_round(np.nanmean(s) if any(np.isfinite(s)) else math.nan),
+            "ssim_min": _nan_round(np.nanmin(s) if any(np.isfinite(s)) else math.nan),
+            "psnr_db": [_round(v) for v in p], "ssim": [_nan_round(v) for v in s]}
 
 
 def translate_each(net: nn.Module, meta: ModelMeta, images: list[np.ndarray], device: str = "cpu") -> list[np.ndarray]:
@@ -61,13 +70,49 @@ def held_out(data: Path, meta: ModelMeta, training_folder: bool = False) -> tupl
     from cyclegan_deploy.train.data import list_images, load_rgb
 
     split = data / input_split(meta)
+    half = None  # pix2pix test/ pairs: A|B side by side, the input is one half
     if split.is_dir():
         folder, kind = split, "held-out"
+    elif (data / "test").is_dir() and not any((data / n).is_dir() for n in ("trainA", "trainB", "testA", "testB")):
+        folder, kind, half = data / "test", "held-out (input halves of the A|B pairs)", meta.direction == "BtoA"
     elif any((data / name).is_dir() for name in ("trainA", "trainB", "train", "testA", "testB")):
         return [], f"no {input_split(meta)}/ in this data root", str(data)
     else:
         folder, kind = data, "training images (not held out)" if training_folder else "folder"
-    return [np.asarray(load_rgb(p)) for p in list_images(folder, "images to evaluate on")], kind, str(folder)
+    paths = list_images(folder, "images to evaluate on")
+    if len(paths) > MAX_IMAGES:  # an evenly spread, deterministic subset: bounded time at the end of a run
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, MAX_IMAGES).round().astype(int)]
+        kind += f", {MAX_IMAGES} of {len(list_images(folder, 'images to evaluate on'))}"
+    images = []
+    for path in paths:
+        img = load_rgb(path)
+        if half is not None:
+            w2 = img.width // 2
+            img = img.crop((w2, 0, img.width, img.height) if half else (0, 0, w2, img.height))
+        images.append(np.asarray(_bounded(img)))
+    return images, kind, str(folder)
+
+
+def _bounded(img: Any) -> Any:
+    """Downscaled (aspect kept) to at most MAX_SIDE pixels a side: eval cost and memory stay bounded."""
+    from PIL import Image
+
+    if max(img.size) <= MAX_SIDE:
+        return img
+    scale = MAX_SIDE / max(img.size)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from cyclegan_deploy.errors import BackendUnavailableError
+
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: use cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(f"--device cuda: torch sees no CUDA device (this torch is {torch.__version__}); "
+                                      "use --device cpu")
 
 
 def _macs(meta: ModelMeta) -> dict[str, int]:
@@ -89,12 +134,18 @@ def evaluate(generator: str | Path, against: str | Path | None = None, data: str
 
     g_path = resolve_generator_path(generator)
     g_net, g_meta = load_generator(g_path)
+    _check_device(device)
+    if not 16 <= photo_side <= MAX_PHOTO_SIDE:
+        raise ConfigError(f"--photo-size {photo_side}: use 16 to {MAX_PHOTO_SIDE} pixels")
     report: dict[str, Any] = {"generator": _describe(g_path, g_meta)}
     g_macs = _macs(g_meta)
     nets = {"generator": (g_net, g_meta)}
     if against is not None:
         t_path = resolve_generator_path(against)
         t_net, t_meta = load_generator(t_path)
+        if t_meta.direction != g_meta.direction:
+            raise ConfigError(f"{t_path}: maps {t_meta.direction} but {g_path} maps {g_meta.direction}; compare "
+                              "generators of one direction (pass the other run's G_A/G_B file)")
         if (t_meta.scale, t_meta.output_nc) != (g_meta.scale, g_meta.output_nc):
             raise ConfigError(f"{t_path}: makes scale {t_meta.scale}, {t_meta.output_nc} channels but {g_path} "
                               f"scale {g_meta.scale}, {g_meta.output_nc} channels; compare generators of one task")

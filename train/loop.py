@@ -360,10 +360,15 @@ def _train(cfg: TrainConfig, resume: bool, force: bool, progress: bool | None, l
         result.synthetic = evaluate_synthetic(model.generator_AtoB, cfg.dataroot, str(run.device), cfg.multiple)
         write_json(run.run_dir / SYNTHETIC_EVAL, result.synthetic)
     if cfg.model == "distill":
+        from cyclegan_deploy.metadata import sha256_file
         from cyclegan_deploy.train.evaluate import evaluate
 
-        run.log("evaluating the student against the teacher")
-        result.evaluation = evaluate(run.run_dir / "latest_net_G.pth", cfg.teacher, cfg.dataroot,
-                                     device=str(run.device), training_folder=True)
-        write_json(run.run_dir / DISTILL_EVAL, result.evaluation)
+        if sha256_file(Path(cfg.teacher)) != cfg.teacher_sha256:  # e.g. its run is still training and rewrote it
+            run.log(f"{cfg.teacher}: changed since the distillation started; not evaluating against it (run "
+                    "`cgdeploy eval` against the file you distilled from)")
+        else:
+            run.log("evaluating the student against the teacher")
+            result.evaluation = evaluate(run.run_dir / "latest_net_G.pth", cfg.teacher, cfg.dataroot,
+                                         device=str(run.device), training_folder=True)
+            write_json(run.run_dir / DISTILL_EVAL, result.evaluation)
     return result

@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
         if resume:
             from cyclegan_deploy.train.checkpoints import resolve_generator_path
 
+            if options.get("n_blocks") is not None:  # the config names the count in the arch, as distill_config does
+                options["netG"] = f"resnet_{options.pop('n_blocks')}blocks"
             cfg = resume_config(output, dataroot=str(data) if data is not None else None, **options)
             if cfg.model != "distill":
                 raise ConfigError(f"{output}: holds a {cfg.model} run, not a distillation; resume it with "
@@ -106,15 +108,14 @@ def register(app: typer.Typer) -> None:
         for path in (generator, against):
             if path is not None and not path.exists():
                 raise ConfigError(f"{path}: no such file; pass a run dir, a generator file or a reference .pth")
-        if photo_size < 16:
-            raise ConfigError(f"--photo-size {photo_size}: use at least 16 pixels")
         if json_out is not None:
             refuse_existing(json_out, force)
+        own_data = data is None and bool(teacher_data(generator)[0])  # the generator's own training data
         if data is None:
             data = next((Path(root) for root, _ in (teacher_data(generator),
                                                     teacher_data(against) if against else ("", {}))
                          if root and Path(root).is_dir()), None)
-        report = evaluate(generator, against, data, device=device, photo_side=photo_size)
+        report = evaluate(generator, against, data, device=device, photo_side=photo_size, training_folder=own_data)
         for line in summary_lines(report):
             typer.echo(line)
         if json_out is not None:

@@ -433,3 +433,30 @@ def test_a_unet_pix2pix_teacher_distills_into_a_resnet_student(tmp_path: Path) -
         card_config(load_generator(teacher / "latest_net_G.pth")[1]), 768, 1280)
     assert all(float(r["G_feature"]) == 0.0 for r in _losses(run))
     assert result.evaluation is not None and result.evaluation["held_out"]["status"].startswith("unavailable")
+
+
+def test_a_root_with_only_the_input_domain_trains_on_trainA_alone(synth: Path, teacher_run: Path,
+                                                                  tmp_path: Path) -> None:
+    """trainA/ + testA/ and no trainB/: the student trains on trainA only, so testA stays held out."""
+    root = tmp_path / "onlyA"
+    shutil.copytree(synth / "trainA", root / "trainA")
+    shutil.copytree(synth / "testA", root / "testA")
+    cfg = distill_config(teacher_run, tmp_path / "run", root, ngf=4, n_blocks=1, ndf=8, epochs=1, epochs_decay=0,
+                         num_workers=0, samples=1)
+    result = train(cfg)
+    assert result.iterations == N_TRAIN
+    assert result.evaluation is not None and result.evaluation["held_out"]["kind"] == "held-out"
+    assert result.evaluation["held_out"]["n_images"] == N_TEST
+
+
+def test_sizes_the_teacher_cannot_take_and_a_missing_target_domain_are_refused(
+        synth: Path, teacher_run: Path, tmp_path: Path) -> None:
+    from cyclegan_deploy.errors import ConfigError
+
+    cfg = GeneratorConfig(arch="unet_128", ngf=4, norm="batch")
+    unet = tmp_path / "unet_net_G.pth"
+    save_generator(build_generator(cfg), cfg.to_meta(model="pix2pix", train_size=128), unet)
+    with pytest.raises(ConfigError, match=r"multiples of 128.*use --crop-size 128 --load-size 128"):
+        distill_config(unet, tmp_path / "run", synth, crop_size=64, load_size=64)
+    with pytest.raises(ConfigError, match="--gan-real data needs the target domain"):
+        distill_config(teacher_run, tmp_path / "run", synth / "trainA", gan_real="data")

@@ -258,3 +258,65 @@ def test_macs_are_counted_at_the_padded_size_a_unet_really_runs() -> None:
         net = build_generator(cfg)
     assert generator_macs(cfg, 720, 1280) == count_macs_torch(net, 768, 1280)["macs"]
     assert generator_macs(cfg, 768, 1280) == count_macs_torch(net, 768, 1280)["macs"]
+
+
+def test_ssim_fits_its_window_to_tiny_images() -> None:
+    from cyclegan_deploy.quality import ssim
+    from cyclegan_deploy.train.evaluate import image_metrics
+
+    small = _texture(1, shape=(6, 6, 3))
+    assert ssim(small, small) == pytest.approx(1.0)  # a 5x5 window: no error on a 6x6 image
+    assert 0 < ssim(small, _texture(2, shape=(6, 6, 3))) < 1
+    tiny = _texture(3, shape=(2, 9, 3))
+    assert math.isnan(ssim(tiny, tiny))  # no window fits under 3 pixels: NaN, left out of the aggregates
+    m = image_metrics([small, tiny], [small, tiny])
+    assert m["ssim_mean"] == m["ssim_min"] == 1.0 and math.isnan(m["ssim"][1])
+
+
+def test_pix2pix_test_pairs_give_the_input_halves(student_file: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cyclegan_deploy.train.evaluate import held_out
+
+    (tmp_path / "p2p" / "test").mkdir(parents=True)
+    a, b = _texture(4, shape=(8, 10, 3)), _texture(5, shape=(8, 10, 3))
+    Image.fromarray(np.concatenate([a, b], 1)).save(tmp_path / "p2p" / "test" / "0.png")
+    _, meta = load_generator(student_file)
+    images, kind, _ = held_out(tmp_path / "p2p", meta)
+    assert kind.startswith("held-out") and np.array_equal(images[0], a)
+    meta.direction = "BtoA"
+    assert np.array_equal(held_out(tmp_path / "p2p", meta)[0][0], b)
+
+
+def test_a_folder_is_bounded_in_count_and_size(student_file: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cyclegan_deploy.train.evaluate import MAX_IMAGES, MAX_SIDE, held_out
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(MAX_IMAGES + 3):
+        Image.fromarray(_texture(i, shape=(4, 4, 3))).save(folder / f"{i:03d}.png")
+    Image.fromarray(_texture(9, shape=(MAX_SIDE + 88, 10, 3))).save(folder / "z_tall.png")
+    _, meta = load_generator(student_file)
+    images, kind, _ = held_out(folder, meta)
+    assert len(images) == MAX_IMAGES and kind == f"folder, {MAX_IMAGES} of {MAX_IMAGES + 4}"
+    assert images[-1].shape[:2] == (MAX_SIDE, round(10 * MAX_SIDE / (MAX_SIDE + 88)))  # the tall one (last), downscaled
+
+
+def test_eval_refuses_mismatched_directions_devices_and_sizes(student_file: Path, tiny_generator_file: Path,
+                                                              tmp_path: Path) -> None:
+    from cyclegan_deploy.errors import CgDeployError
+    from cyclegan_deploy.train.evaluate import evaluate
+
+    _, meta = load_generator(student_file)
+    net, _ = load_generator(student_file)
+    meta.direction = "BtoA"
+    flipped = tmp_path / "g_BtoA_net_G.pth"
+    save_generator(net, meta, flipped)
+    with pytest.raises(CgDeployError, match="maps AtoB but .* maps BtoA"):
+        evaluate(flipped, tiny_generator_file)
+    with pytest.raises(CgDeployError, match="--device 'foo'"):
+        evaluate(student_file, device="foo")
+    with pytest.raises(CgDeployError, match="--photo-size 100000"):
+        evaluate(student_file, tiny_generator_file, photo_side=100000)
