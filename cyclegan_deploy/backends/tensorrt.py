@@ -146,13 +146,13 @@ class TensorRTBackend(Backend):
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
         self.output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
         lo, opt, hi = (_dims(d) for d in engine.get_tensor_profile_shape(self.input_name, 0))
-        self.profile = {"min": lo, "opt": opt, "max": hi}
+        self.profile = engine_sidecar.Profile(self.input_name, lo, opt, hi)  # type: ignore[arg-type]
         self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._stream_handle = _native_handle(self.stream)
 
     def _check_profile(self, shape: tuple[int, ...]) -> None:
-        lo, hi = self.profile["min"], self.profile["max"]
-        if len(shape) != len(lo) or any(s < a or s > b for s, a, b in zip(shape, lo, hi, strict=True)):
+        lo, hi = self.profile.min, self.profile.max
+        if not self.profile.covers(shape):
             fmt = "x".join
             raise ShapeError(
                 f"{self.path}: input {fmt(map(str, shape))} (NxCxHxW) is outside the engine's optimization profile "
@@ -165,7 +165,7 @@ class TensorRTBackend(Backend):
         shape = tuple(int(s) for s in x.shape)
         self._check_profile(shape)
         if not self.context.set_input_shape(self.input_name, shape):
-            raise ShapeError(f"{self.path}: TensorRT rejected input shape {shape}; profile {self.profile}")
+            raise ShapeError(f"{self.path}: TensorRT rejected input shape {shape}; profile {self.profile.as_dict()}")
         out_shape = _dims(self.context.get_tensor_shape(self.output_name))
         in_bytes = x.size * self.input_dtype.itemsize
         out_bytes = int(np.prod(out_shape)) * self.output_dtype.itemsize
