@@ -23,6 +23,7 @@ measures low peaks (and high "% of peak"): re-measure on a quiet one. peak_for()
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -190,7 +191,7 @@ def _openvino(precision: str, n: int, seconds: float) -> dict[str, Any]:
             raise BackendUnavailableError(f"OpenVINO ran the {precision} {op.upper()} as {'/'.join(here) or 'unknown'} "
                                           f"on this CPU (runtime model), not {'/'.join(want)}; no {precision} peak")
         request, x = compiled.create_infer_request(), _input(op, n)
-        rates[op] = _best_rate(lambda request=request, x=x: request.infer({0: x}), _op_flop(op, n), seconds)
+        rates[op] = _best_rate(functools.partial(request.infer, {0: x}), _op_flop(op, n), seconds)
         ran += here
     qdq = " QDQ u8 x i8" if precision == "int8" else ""
     return _best_of(rates, {"gemm": _op_name("gemm", n, "ONNX MatMul") + qdq,
@@ -206,7 +207,7 @@ def _onnxruntime(precision: str, n: int, seconds: float) -> dict[str, Any]:
     for op in ("gemm", "conv"):
         session = ort.InferenceSession(op_onnx(op, n, qdq=False), so, providers=["CPUExecutionProvider"])
         x = _input(op, n)
-        rates[op] = _best_rate(lambda session=session, x=x: session.run(None, {"x": x}), _op_flop(op, n), seconds)
+        rates[op] = _best_rate(functools.partial(session.run, None, {"x": x}), _op_flop(op, n), seconds)
     return _best_of(rates, {"gemm": _op_name("gemm", n, "ONNX MatMul"), "conv": _op_name("conv", n, "ONNX Conv")},
                     ran="fp32 (CPUExecutionProvider)")
 
