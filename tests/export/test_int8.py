@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_checks import one_error, run_cli
+from trt_fakes import fake_tensorrt
 
 from cyclegan_deploy.artifacts import read_card
 from cyclegan_deploy.errors import DataError, ExportError, ParityError
@@ -277,78 +278,13 @@ def test_engine_source_check_refuses_uint8_quantizers(int8_graph, tmp_path: Path
         check_engine_source(bad)
 
 
-def _fake_tensorrt(calls: list[tuple]) -> types.ModuleType:
-    """Just enough of TensorRT 10's Python API for build_engine, recording what it is asked."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.99.0"
-
-    class ILogger:
-        class Severity:
-            ERROR, INTERNAL_ERROR, WARNING = "E", "IE", "W"
-
-        def __init__(self) -> None:
-            pass
-
-    class Network:
-        num_inputs = num_outputs = 1
-
-        def get_input(self, i):
-            return types.SimpleNamespace(name="input")
-
-    class Config:
-        builder_optimization_level = 0
-
-        def __getattr__(self, name):
-            return lambda *a, **k: calls.append((name, a)) or types.SimpleNamespace(serialize=lambda: b"cache")
-
-    class Builder:
-        def __init__(self, logger) -> None:
-            pass
-
-        def create_network(self, flags):
-            calls.append(("create_network", flags))
-            return Network()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return types.SimpleNamespace(set_shape=lambda *a: calls.append(("set_shape", a)))
-
-        def build_serialized_network(self, network, config):
-            return b"engine-bytes"
-
-    class OnnxParser:
-        num_errors = 0
-
-        def __init__(self, network, logger) -> None:
-            pass
-
-        def set_flag(self, flag):
-            calls.append(("parser_flag", flag))
-
-        def parse_from_file(self, path):
-            calls.append(("parse", path))
-            return True
-
-    trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=3)
-    trt.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM=0)
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
-    trt.BuilderFlag = types.SimpleNamespace(TF32=7, INT8=2, FP16=1)
-    trt.Dims = list
-    trt.Runtime = lambda logger: types.SimpleNamespace(
-        deserialize_cuda_engine=lambda data: types.SimpleNamespace(num_io_tensors=2))
-    return trt
-
-
 def test_int8_engine_build_up_to_tensorrt(int8_graph, small_meta, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from cyclegan_deploy import engine_sidecar
     from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
 
     calls: list[tuple] = []
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(calls))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(calls))
     monkeypatch.setattr(engine_sidecar, "gpu_info", lambda device=0: ("Fake GPU", "9.0"))
     path, _ = int8_graph
     plan = tmp_path / "g_AtoB.plan"
@@ -383,7 +319,7 @@ def test_refused_timing_cache_starts_an_empty_one_or_fails(int8_graph, small_met
     from cyclegan_deploy.export.tensorrt import BuildOptions, build_engine, derive_profile
 
     calls: list[tuple] = []
-    trt = _fake_tensorrt(calls)
+    trt = fake_tensorrt(calls)
     answers = iter([False] * refuses + [True])
 
     class Config:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trt_fakes import fake_tensorrt
 
 from cyclegan_deploy import engine_sidecar
 from cyclegan_deploy.artifacts import sidecar_path
@@ -211,83 +212,6 @@ def test_real_engine_build(tiny_resnet, tiny_fp16, tmp_path):
 
 # ---- build_engine against a TensorRT stand-in (TensorRT cannot be installed here) -----------------------------
 
-def _stand_in_tensorrt(calls: list[tuple[Any, ...]], *, outputs: int = 1, profile_index: int = 0,
-                       set_shape_error: str | None = None) -> types.ModuleType:
-    """The TensorRT 10 builder surface build_engine uses, recording calls. No Runtime: the build must not
-    deserialize the engine it just built."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.13.3.9"  # type: ignore[attr-defined]
-
-    class ILogger:
-        class Severity:
-            ERROR, INTERNAL_ERROR, WARNING = "E", "IE", "W"
-
-        def __init__(self) -> None:
-            pass
-
-    class Network:
-        num_inputs, num_outputs = 1, outputs
-
-        def get_input(self, i: int) -> types.SimpleNamespace:
-            return types.SimpleNamespace(name="input")
-
-    class OptimizationProfile:
-        def set_shape(self, name: str, lo: list[int], opt: list[int], hi: list[int]) -> None:
-            if set_shape_error:
-                raise ValueError(set_shape_error)
-            calls.append(("set_shape", name, lo, opt, hi))
-
-    class Config:
-        builder_optimization_level = 0
-
-        def set_memory_pool_limit(self, pool: int, size: int) -> None:
-            pass
-
-        def clear_flag(self, flag: int) -> None:
-            pass
-
-        def add_optimization_profile(self, profile: OptimizationProfile) -> int:
-            calls.append(("add_optimization_profile",))
-            return profile_index
-
-    class Builder:
-        def __init__(self, logger: ILogger) -> None:
-            pass
-
-        def create_network(self, flags: int) -> Network:
-            return Network()
-
-        def create_builder_config(self) -> Config:
-            return Config()
-
-        def create_optimization_profile(self) -> OptimizationProfile:
-            return OptimizationProfile()
-
-        def build_serialized_network(self, network: Network, config: Config) -> bytes:
-            calls.append(("build",))
-            return b"engine-bytes"
-
-    class OnnxParser:
-        num_errors = 0
-
-        def __init__(self, network: Network, logger: ILogger) -> None:
-            pass
-
-        def set_flag(self, flag: int) -> None:
-            pass
-
-        def parse_from_file(self, path: str) -> bool:
-            return True
-
-    trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser  # type: ignore[attr-defined]
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)  # type: ignore[attr-defined]
-    trt.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM=0)  # type: ignore[attr-defined]
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)  # type: ignore[attr-defined]
-    trt.BuilderFlag = types.SimpleNamespace(TF32=7)  # type: ignore[attr-defined]
-    trt.Dims = list  # type: ignore[attr-defined]
-    return trt
-
-
 @pytest.fixture
 def stand_in(monkeypatch):
     """Install a TensorRT stand-in built with the given options; returns its call log."""
@@ -295,7 +219,7 @@ def stand_in(monkeypatch):
 
     def install(**kwargs: Any) -> list[tuple[Any, ...]]:
         calls: list[tuple[Any, ...]] = []
-        monkeypatch.setitem(sys.modules, "tensorrt", _stand_in_tensorrt(calls, **kwargs))
+        monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(calls, **kwargs))
         return calls
 
     return install
