@@ -139,3 +139,32 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     from cyclegan_deploy.frames import parse_size
 
     return [parse_size(s, option="--sizes") for s in text.split(",") if s.strip()]
+
+
+def seconds_per_step(model: Any, cfg: Any, warmup: int, steps: int) -> float:
+    """Seconds per training step of a trainer (train.base.GanModel) on random batches of cfg's training size,
+    after `warmup` untimed steps (the first few run slower and would shrink a planned schedule)."""
+    import time
+
+    import torch
+
+    shape = (cfg.batch_size, 3, cfg.crop_size, cfg.crop_size)
+    batch = {"A": torch.rand(shape) * 2 - 1, "B": torch.rand(shape) * 2 - 1}
+    for _ in range(warmup):
+        model.optimize(batch)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.optimize(batch)
+    return (time.perf_counter() - start) / steps
+
+
+def budget_schedule(step_s: float, left_s: float, steps_per_epoch: int, fill: float) -> tuple[int, dict[str, Any]]:
+    """(epochs, training options) that fill `fill` of `left_s` seconds at `step_s` per step, split as the
+    reference does (half constant lr, half linear decay). ~5% per step goes to data loading, logging and the
+    epoch-end checkpoint/samples; the hard stop (max_minutes) leaves room for the last ones."""
+    import math
+
+    planned = max(2, int(left_s * fill / (step_s * 1.05)))
+    epochs = max(2, planned // steps_per_epoch)
+    return epochs, {"epochs": math.ceil(epochs / 2), "epochs_decay": epochs // 2,
+                    "max_minutes": max(left_s - 10.0, 0.9 * left_s) / 60.0}

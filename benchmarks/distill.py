@@ -34,7 +34,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import ROOT, bootstrap, command_output  # noqa: E402
+from _common import ROOT, bootstrap, budget_schedule, command_output, seconds_per_step  # noqa: E402
 
 SIZES = [(256, 256), (720, 1280)]
 TEACHER_SPECS = ["torch", "openvino-bf16", "openvino-int8", "openvino-int8-bf16"]
@@ -50,30 +50,14 @@ def student_key(teacher_sha: str, ngf: int, n_blocks: int, budget: float, batch:
     return f"ngf{ngf}-{n_blocks}blocks-{int(budget)}s-b{batch}-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def step_seconds(cfg: Any, steps: int = 10) -> float:
-    """Seconds per distillation step on this machine (after 5 warm-up steps: the first few run ~40% slower and
-    would shrink the planned schedule), on random batches."""
-    import torch
-
-    from cyclegan_deploy.train.distill import Distiller
-
-    model = Distiller(cfg, torch.device("cpu"))
-    shape = (cfg.batch_size, 3, cfg.crop_size, cfg.crop_size)
-    batch = {"A": torch.rand(shape) * 2 - 1, "B": torch.rand(shape) * 2 - 1}
-    for _ in range(5):
-        model.optimize(batch)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.optimize(batch)
-    return (time.perf_counter() - start) / steps
-
-
 def ensure_student(teacher: Path, data: Path, ngf: int, n_blocks: int, budget: float, batch: int, seed: int,
                    tiny: bool) -> tuple[Path, dict[str, Any]]:
     """(run dir, training record) of a cached student; distills it first when missing. The run appears under its
     final name only once finished."""
+    import torch
+
     from cyclegan_deploy.metadata import sha256_file
-    from cyclegan_deploy.train.distill import distill_config
+    from cyclegan_deploy.train.distill import Distiller, distill_config
     from cyclegan_deploy.train.loop import train
 
     root = Path(os.environ.get("CGDEPLOY_CACHE") or Path.home() / ".cache" / "cgdeploy") / "students"
@@ -87,13 +71,12 @@ def ensure_student(teacher: Path, data: Path, ngf: int, n_blocks: int, budget: f
                                 "load_size": DATA["size"], "num_workers": 0, "seed": seed, "device": "cpu",
                                 "save_every": 1000}
     t0 = time.monotonic()
-    step_s = step_seconds(distill_config(teacher, partial, data, **settings))
+    calibration = distill_config(teacher, partial, data, **settings)
+    step_s = seconds_per_step(Distiller(calibration, torch.device("cpu")), calibration, warmup=5, steps=10)
     left = budget - (time.monotonic() - t0)
     per_epoch = math.ceil(DATA["n_train"] / batch)
-    planned = max(2, int(left * 0.93 / (step_s * 1.05)))  # ~5% per step: loading, logging, epoch-end outputs
-    epochs = max(2, planned // per_epoch)
-    settings |= {"epochs": math.ceil(epochs / 2), "epochs_decay": epochs // 2,
-                 "max_minutes": max(left - 10.0, 0.9 * left) / 60.0}
+    epochs, schedule = budget_schedule(step_s, left, per_epoch, fill=0.93)
+    settings |= schedule
     cfg = distill_config(teacher, partial, data, **settings)
     print(f"distilling ngf {ngf} / {n_blocks} blocks: {step_s:.3f} s/step, {epochs} epochs x {per_epoch} steps "
           f"planned in {left:.0f} s -> {final}", file=sys.stderr)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shutil
 import sys
@@ -31,24 +30,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_GAIN_DB = 6.0
-
-
-def calibrate(cfg: Any, steps: int = 6) -> float:
-    """Seconds per training step of this model on this machine (after 2 warm-up steps)."""
-    import torch
-
-    from cyclegan_deploy.train.base import resolve_device
-    from cyclegan_deploy.train.cyclegan import CycleGAN
-
-    model = CycleGAN(cfg, resolve_device(cfg))
-    shape = (cfg.batch_size, 3, cfg.crop_size, cfg.crop_size)
-    batch = {"A": torch.rand(shape) * 2 - 1, "B": torch.rand(shape) * 2 - 1}
-    for _ in range(2):
-        model.optimize(batch)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.optimize(batch)
-    return (time.perf_counter() - start) / steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
+    from _common import budget_schedule, seconds_per_step
 
     from cyclegan_deploy.machine import cpu_model
+    from cyclegan_deploy.train.base import resolve_device
     from cyclegan_deploy.train.config import TrainConfig
+    from cyclegan_deploy.train.cyclegan import CycleGAN
     from cyclegan_deploy.train.loop import train
     from cyclegan_deploy.train.synthetic import write_synthetic
 
@@ -84,14 +68,11 @@ def main(argv: list[str] | None = None) -> int:
                                     "netG": f"resnet_{args.n_blocks}blocks", "num_workers": 0, "seed": args.seed,
                                     "device": "cpu", "save_every": 1000}
         t0 = time.monotonic()
-        step_s = calibrate(TrainConfig.for_model("cyclegan", **settings))
+        calibration = TrainConfig.for_model("cyclegan", **settings)
+        step_s = seconds_per_step(CycleGAN(calibration, resolve_device(calibration)), calibration, warmup=2, steps=6)
         left = args.budget - (time.monotonic() - t0)
-        # ~5% per step goes to data loading, logging and the per-epoch checkpoint/samples
-        planned_its = max(2, int(left * args.fill / (step_s * 1.05)))
-        total_epochs = max(2, planned_its // args.n_train)  # reference split: half constant, half linear decay
-        settings |= {"epochs": math.ceil(total_epochs / 2), "epochs_decay": total_epochs // 2,
-                     # the hard stop leaves room for the last checkpoint, samples and plot
-                     "max_minutes": max(left - 10.0, 0.9 * left) / 60.0}
+        total_epochs, schedule = budget_schedule(step_s, left, args.n_train, args.fill)
+        settings |= schedule
         cfg = TrainConfig.for_model("cyclegan", dataroot=str(data), run_dir=str(run_dir), **settings)
         print(f"calibrated {step_s:.3f} s/step on {args.threads} threads: {total_epochs} epochs x {args.n_train} "
               f"iterations planned in {left:.0f} s", file=sys.stderr)
