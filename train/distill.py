@@ -16,6 +16,7 @@ and 28.4 dB — `data` fights the distillation term wherever the teacher differs
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -161,10 +162,16 @@ class Distiller(GanModel):
         save_generator(self.nets["G"], meta, path)
         return [path]
 
+    @functools.cached_property
+    def _macs(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(student, teacher) MACs per card size: fixed by the architectures, counted once (cards are written
+        every epoch)."""
+        return sized_macs(self.cfg.generator()), sized_macs(card_config(self.teacher_meta))
+
     def card(self) -> dict[str, Any]:
         t, cfg = self.teacher_meta, self.cfg
-        macs = {size: {"student": generator_macs(cfg.generator(), h, w),
-                       "teacher": generator_macs(card_config(t), h, w)} for size, (h, w) in CARD_SIZES.items()}
+        student, teacher = self._macs
+        macs = {size: {"student": student[size], "teacher": teacher[size]} for size in CARD_SIZES}
         return {"teacher": Path(cfg.teacher).name, "teacher_sha256": cfg.teacher_sha256, "teacher_arch": t.arch,
                 "teacher_ngf": t.ngf, "teacher_n_blocks": t.n_blocks, "macs": macs,
                 "mac_ratio": round(macs["256x256"]["teacher"] / max(1, macs["256x256"]["student"]), 2),
@@ -175,6 +182,11 @@ class Distiller(GanModel):
 def card_config(meta: ModelMeta) -> GeneratorConfig:
     return GeneratorConfig(arch=meta.arch, ngf=meta.ngf, norm=meta.norm, dropout=meta.dropout,
                            input_nc=meta.input_nc, output_nc=meta.output_nc, n_blocks=meta.n_blocks or None)
+
+
+def sized_macs(cfg: GeneratorConfig) -> dict[str, int]:
+    """generator_macs at each CARD_SIZES entry ("256x256", "720x1280")."""
+    return {size: generator_macs(cfg, h, w) for size, (h, w) in CARD_SIZES.items()}
 
 
 def generator_macs(cfg: GeneratorConfig, height: int, width: int) -> int:

@@ -23,7 +23,6 @@ from cyclegan_deploy.errors import ConfigError, DataError
 from cyclegan_deploy.metadata import ModelMeta
 from cyclegan_deploy.quality import natural_photos, psnr, ssim
 
-SIZES = {"256x256": (256, 256), "720x1280": (720, 1280)}
 MAX_IMAGES = 50  # images evaluated from a folder (an evenly spread subset beyond that)
 MAX_SIDE = 512  # larger images are downscaled to this side first (the report says so)
 MAX_PHOTO_SIDE = 2048
@@ -116,9 +115,9 @@ def _check_device(device: str) -> None:
 
 
 def _macs(meta: ModelMeta) -> dict[str, int]:
-    from cyclegan_deploy.train.distill import card_config, generator_macs
+    from cyclegan_deploy.train.distill import card_config, sized_macs
 
-    return {size: generator_macs(card_config(meta), h, w) for size, (h, w) in SIZES.items()}
+    return sized_macs(card_config(meta))
 
 
 def _describe(path: Path, meta: ModelMeta) -> dict[str, Any]:
@@ -153,9 +152,9 @@ def evaluate(generator: str | Path, against: str | Path | None = None, data: str
         nets["against"] = (t_net, t_meta)
         t_macs = _macs(t_meta)
         report["macs"] = {size: {"generator": g_macs[size], "against": t_macs[size],
-                                 "ratio": round(t_macs[size] / max(1, g_macs[size]), 2)} for size in SIZES}
+                                 "ratio": round(t_macs[size] / max(1, g_macs[size]), 2)} for size in g_macs}
     else:
-        report["macs"] = {size: {"generator": g_macs[size]} for size in SIZES}
+        report["macs"] = {size: {"generator": g_macs[size]} for size in g_macs}
     for net, _ in nets.values():
         net.to(device).eval()
 
