@@ -45,8 +45,8 @@ def image_metrics(reference: list[np.ndarray], candidate: list[np.ndarray]) -> d
     s = [ssim(a, b) for a, b in zip(reference, candidate, strict=True)]
     return {"n_images": len(p), "psnr_db_mean": _round(float(np.mean(p))), "psnr_db_min": _round(min(p)),
             # NaN SSIM: an image under 3 pixels a side (quality.ssim); left out of the mean and worst
-            "ssim_mean": _nan_round(np.nanmean(s) if any(np.isfinite(s)) else math.nan),
-            "ssim_min": _nan_round(np.nanmin(s) if any(np.isfinite(s)) else math.nan),
+            "ssim_mean": _nan_round(float(np.nanmean(s)) if any(np.isfinite(s)) else math.nan),
+            "ssim_min": _nan_round(float(np.nanmin(s)) if any(np.isfinite(s)) else math.nan),
             "psnr_db": [_round(v) for v in p], "ssim": [_nan_round(v) for v in s]}
 
 
