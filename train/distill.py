@@ -253,8 +253,7 @@ def distill_config(teacher: str | Path, run_dir: str | Path, data: str | Path | 
     values: dict[str, Any] = {"preprocess": saved.get("preprocess"), "load_size": saved.get("load_size"),
                               "crop_size": saved.get("crop_size")} if data is None or Path(data) == Path(root) else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("n_blocks") is not None:  # name the arch by its count (config.json then says what was built)
-        values["netG"] = f"resnet_{values.pop('n_blocks')}blocks"
+    values = arch_by_blocks(values)
     cfg = TrainConfig.for_model("distill", dataroot=dataroot, run_dir=str(run_dir), teacher=str(file.resolve()),
                                 teacher_sha256=sha256_file(file), direction=meta.direction, **values)
     _check_teacher_fits(cfg, meta, file)
@@ -262,6 +261,15 @@ def distill_config(teacher: str | Path, run_dir: str | Path, data: str | Path | 
         raise ConfigError(f"{dataroot}: --gan-real data needs the target domain (trainA/ + trainB/, or train/ with "
                           "A|B pairs); this folder has only inputs: use --gan-real teacher")
     return cfg
+
+
+def arch_by_blocks(options: dict[str, Any]) -> dict[str, Any]:
+    """`n_blocks` given as the student's arch name (resnet_<n>blocks), so config.json says what was built and a
+    --resume with the run's own --n-blocks compares equal."""
+    options = dict(options)
+    if options.get("n_blocks") is not None:
+        options["netG"] = f"resnet_{options.pop('n_blocks')}blocks"
+    return options
 
 
 def has_target_domain(root: Path, phase: str = "train") -> bool:

@@ -61,10 +61,9 @@ def register(app: typer.Typer) -> None:
                    "num_workers": workers, "save_every": save_every}
         if resume:
             from cyclegan_deploy.train.checkpoints import resolve_generator_path
+            from cyclegan_deploy.train.distill import arch_by_blocks
 
-            if options.get("n_blocks") is not None:  # the config names the count in the arch, as distill_config does
-                options["netG"] = f"resnet_{options.pop('n_blocks')}blocks"
-            cfg = resume_config(output, dataroot=str(data) if data is not None else None, **options)
+            cfg = resume_config(output, dataroot=str(data) if data is not None else None, **arch_by_blocks(options))
             if cfg.model != "distill":
                 raise ConfigError(f"{output}: holds a {cfg.model} run, not a distillation; resume it with "
                                   "`cgdeploy train --resume`")
