@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	# torch 2.13.0 is the CPU build on the project's machines; pin it before anything can pull another.
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[train,export,cpu,openvino,int8,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[train,export,cpu,openvino,int8,dev,scale]'
 	# tensorrt-stubs declares a dependency on tensorrt itself, which has no installable wheel here.
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps 'tensorrt-stubs>=10.0'
 	touch $(STAMP)

@@ -46,12 +46,21 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 def _register() -> None:
     # Imported here, not at module top, so `import cyclegan_deploy.cli` stays light; each module
     # imports its heavy stack (torch, onnx, av...) only inside its command bodies.
-    from cyclegan_deploy.commands import bench_cmd, distill_cmd, doctor_cmd, export_cmd, media_cmd, train_cmd
+    from cyclegan_deploy.commands import (
+        batch_cmd,
+        bench_cmd,
+        distill_cmd,
+        doctor_cmd,
+        export_cmd,
+        media_cmd,
+        train_cmd,
+    )
 
     train_cmd.register(app, data_app)
     distill_cmd.register(app)
     export_cmd.register(app)
     media_cmd.register(app)
+    batch_cmd.register(app)
     bench_cmd.register(app)
     doctor_cmd.register(app)
 

@@ -81,7 +81,8 @@ def frame_times(frames: int, rate: Fraction, vfr: bool) -> list[Fraction]:
 def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, int] = (256, 256),
                       fps: str | int | float | Fraction = 30, vfr: bool = False, audio: str | None = "aac",
                       rotation: int = 0, codec: str = "libx264", pix_fmt: str | None = None, crf: int = 18,
-                      seed: int = 0, time_base: Fraction | None = None, force: bool = True) -> Path:
+                      seed: int = 0, time_base: Fraction | None = None, force: bool = True,
+                      gop: int | None = None) -> Path:
     """Write a procedural clip (H, W = size as displayed) with a sine-tone audio track; returns the path.
 
     rotation: display-matrix rotation in degrees counter-clockwise (as VideoFrame.rotation reads it back;
@@ -89,7 +90,8 @@ def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, in
     the clip *displays* sample_frame(i, H, W) upright and its coded size is W x H for +-90.
     pix_fmt None: yuv420p, or yuv444p for odd sizes with x264/x265 (4:2:0 H.264/HEVC cannot code odd
     sizes). audio: an encoder name (aac, libopus, ...) or None. force: replace an existing file (the library
-    default; `cgdeploy data sample-video` passes --force and refuses otherwise).
+    default; `cgdeploy data sample-video` passes --force and refuses otherwise). gop: frames between keyframes
+    (the encoder's default if None; `cgdeploy batch` cuts long clips at keyframes).
     """
     import av
 
@@ -116,6 +118,8 @@ def make_sample_video(path: str | Path, *, frames: int = 48, size: tuple[int, in
             vs.width, vs.height, vs.pix_fmt = coded_w, coded_h, pix_fmt
             vs.codec_context.time_base = tb
             vs.time_base = tb
+            if gop is not None:
+                vs.codec_context.gop_size = gop
             if codec in ("libx264", "libx265"):
                 vs.options = {"crf": str(crf)}
                 if codec == "libx265":

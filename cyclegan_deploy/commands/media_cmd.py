@@ -38,6 +38,15 @@ THROUGHPUT = typer.Option(False, "--throughput", help="OpenVINO: compile for thr
 INFLIGHT = typer.Option(None, "--inflight", min=1, help="Batches the backend runs at once (default: what it runs "
                                                         "best: OpenVINO --throughput its optimal number of requests, "
                                                         "else 1). Backends without an async queue run one at a time.")
+CRF = typer.Option(18, "--crf", min=0, max=63, help="Quality for h264/hevc/vp9: 0 lossless, 18 near-transparent, 23 "
+                                                     "ffmpeg's default.")
+CODEC = typer.Option(None, "--codec", help="h264 (default; .webm: vp9) | hevc | mpeg4 | vp9 | ffv1 | any PyAV encoder "
+                                           "name.")
+PRESET = typer.Option("veryfast", "--preset", help="x264/x265 preset (ultrafast ... veryslow): slower ones give "
+                                                   "smaller files, not better frames at the same --crf.")
+PIX_FMT = typer.Option(None, "--pix-fmt", help="Encoder pixel format (default yuv420p; yuv444p for odd sizes with "
+                                               "h264/hevc to keep the size).")
+NO_AUDIO = typer.Option(False, "--no-audio", help="Drop the audio instead of copying it.")
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -84,20 +93,15 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         side_by_side: bool = typer.Option(False, "--side-by-side", help="Write input | output side by side."),
         start: float = typer.Option(0.0, "--start", min=0.0, help="Start at this second of the input."),
         duration: float | None = typer.Option(None, "--duration", min=0.0, help="Seconds to translate."),
-        crf: int = typer.Option(18, "--crf", min=0, max=63, help="Quality for h264/hevc/vp9: 0 lossless, 18 "
-                                                                   "near-transparent, 23 ffmpeg's default."),
-        codec: str | None = typer.Option(None, "--codec", help="h264 (default; .webm: vp9) | hevc | mpeg4 | vp9 | "
-                                                               "ffv1 | any PyAV encoder name."),
-        preset: str = typer.Option("veryfast", "--preset", help="x264/x265 preset (ultrafast ... veryslow): "
-                                                                "slower ones give smaller files, not better frames "
-                                                                "at the same --crf."),
-        pix_fmt: str | None = typer.Option(None, "--pix-fmt", help="Encoder pixel format (default yuv420p; yuv444p "
-                                                                   "for odd sizes with h264/hevc to keep the size)."),
+        crf: int = CRF,
+        codec: str | None = CODEC,
+        preset: str = PRESET,
+        pix_fmt: str | None = PIX_FMT,
         size: str | None = SIZE,
         threads: int | None = THREADS,
         throughput: bool = THROUGHPUT,
         inflight: int | None = INFLIGHT,
-        no_audio: bool = typer.Option(False, "--no-audio", help="Drop the audio instead of copying it."),
+        no_audio: bool = NO_AUDIO,
         progress: bool = PROGRESS,
         force: bool = FORCE,
     ) -> None:

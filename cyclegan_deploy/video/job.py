@@ -12,6 +12,7 @@ encode threads then only drive FFmpeg. Every size and format is decided once, be
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
@@ -119,7 +120,8 @@ class _Job:
             vs.thread_type = "AUTO"
             streams = [vs] + (list(c.streams.audio) if opts.audio else [])
             if trim:
-                c.seek(int(self.origin * 1_000_000), backward=True)
+                # rounded up: a start on a keyframe's exact time seeks to that keyframe, not to the one before
+                c.seek(math.ceil(self.origin * 1_000_000), backward=True)
             batch, packets, video_done = _Batch([], []), 0, False
             audio_done = {a.index: not opts.audio for a in c.streams.audio}
             tb = Fraction(vs.time_base or info.time_base)
@@ -337,8 +339,13 @@ def _run(info: VideoInfo, dst: Path, backend: Backend, opts: VideoOptions, plan:
         runner.start(("decode", job.decode()), [("preprocess", job.preprocess), ("inference", Streamed(job.infer)),
                                                 ("postprocess", job.postprocess)],
                      ("encode", lambda b: out.write(b.frames, b.pts)), out.finish)
-        watch(runner, info.path.name, expected_frames(info, opts), lambda: out.frames, unit="frames",
-              rate_unit="fps", show=opts.progress)
+        def written() -> int:
+            if opts.on_frames is not None:
+                opts.on_frames(out.frames)
+            return out.frames
+
+        watch(runner, info.path.name, expected_frames(info, opts), written, unit="frames", rate_unit="fps",
+              show=opts.progress)
         runner.shutdown()
         if runner.error is not None:
             raise runner.error

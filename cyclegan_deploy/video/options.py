@@ -3,7 +3,9 @@ how many frames the run should write (for progress and memory planning)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from cyclegan_deploy.artifacts import KINDS
@@ -20,8 +22,10 @@ DEFAULT_BATCH = 4
 class VideoOptions:
     batch: int = DEFAULT_BATCH
     side_by_side: bool = False  # write input | output next to each other
-    start: float = 0.0  # seconds from the start of the file
-    duration: float | None = None
+    # seconds from the start of the file. A Fraction is taken exactly: `cgdeploy batch` cuts at keyframe
+    # timestamps, and a float's rounding could move a boundary frame into the wrong segment (or into none)
+    start: float | Fraction = 0.0
+    duration: float | Fraction | None = None
     crf: int = 18  # visually near-lossless for x264/x265; 0 = lossless
     codec: str | None = None  # h264 | hevc | mpeg4 | vp9 | ffv1 | any PyAV encoder; None: h264 (.webm: vp9)
     # x264/x265 preset. veryfast, not the encoders' medium: medium encodes 720p at ~1/4 the speed for a
@@ -40,6 +44,9 @@ class VideoOptions:
     # `cgdeploy video` passes --force (the one overwrite rule: refused otherwise)
     force: bool = True
     model: Path | None = None  # the model file, named in messages (default: what the backend knows)
+    # called with the frames written so far, a few times a second from the calling thread (batch workers
+    # report progress with it)
+    on_frames: Callable[[int], None] | None = None
 
 
 def check_options(opts: VideoOptions) -> None:

@@ -1,0 +1,148 @@
+"""The Ray side of `cgdeploy batch`: start (or join) Ray, start the workers, hand out segments, collect results.
+
+Each worker is a Ray actor restarted by Ray when its process dies (max_restarts=-1); the call it was running
+is then run again on the restarted actor (max_task_retries), so a dead worker costs only its in-flight
+segment. An error the pipeline raises (a damaged input) is not retried: it fails that input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError, ConfigError
+from cyclegan_deploy.scale.worker import SegmentResult, SegmentWorker
+
+if TYPE_CHECKING:
+    from cyclegan_deploy.scale.batch import BatchOptions
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise BackendUnavailableError("Ray is not installed: `cgdeploy batch` and `serve` need the [scale] extra "
+                                      "(pip install 'cyclegan-deploy[scale]')") from e
+    return ray
+
+
+def _cause(e: Exception) -> str:
+    """The one-line error a worker raised, without Ray's wrapping and remote traceback."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, CgDeployError):
+        return str(cause)
+    if cause is not None:
+        return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
+    return str(e).strip().splitlines()[0]
+
+
+class RayWorkers:
+    def __init__(self, artifact: Path, opts: BatchOptions) -> None:
+        self.artifact, self.opts = artifact, opts
+        self.actors: list[Any] = []
+        self.pids: list[int] = []
+        self.idle: list[int] = []
+        self.busy: dict[Any, tuple[int, Any]] = {}  # object ref -> (worker index, the caller's tag)
+        self.restarts = 0
+        self.backend = self.address = ""
+        self.started = False
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.busy)
+
+    def __enter__(self) -> RayWorkers:
+        from cyclegan_deploy.scale.batch import default_workers
+
+        ray, opts = _ray(), self.opts
+        if not ray.is_initialized():
+            try:
+                ray.init(address=opts.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise ConfigError(f"--address {opts.address}: cannot reach a Ray cluster ({_cause(e)}); start one "
+                                  "with `ray start --head` or leave --address out for a local instance") from e
+            self.started = True
+        try:
+            self._start_workers(ray, default_workers)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start_workers(self, ray: Any, default_workers: Any) -> None:
+        opts = self.opts
+        res = ray.cluster_resources()
+        cpus, gpus = float(res.get("CPU", 0)), float(res.get("GPU", 0))
+        if opts.gpus_per_worker > gpus:
+            raise BackendUnavailableError(f"--gpus-per-worker {opts.gpus_per_worker}: the Ray cluster has {gpus:g} "
+                                          "GPUs; leave it out to run on CPUs")
+        n = opts.workers or default_workers(cpus, gpus, opts.gpus_per_worker)
+        per = max(0.01, cpus / n)  # fractional: more workers than CPUs still schedule (they share the cores)
+        load = {**opts.load, "threads": opts.threads or max(1, int(per))}
+        actor = ray.remote(SegmentWorker).options(num_cpus=per, num_gpus=opts.gpus_per_worker, max_restarts=-1,
+                                                  max_task_retries=opts.retries, max_concurrency=2)
+        self.actors = [actor.remote(str(self.artifact), load, opts.video) for _ in range(n)]
+        try:
+            described = ray.get([a.describe.remote() for a in self.actors])
+        except ray.exceptions.RayError as e:
+            raise CgDeployError(f"{self.artifact}: the workers could not load the model ({_cause(e)})") from e
+        self.pids = [pid for pid, _ in described]
+        self.backend = described[0][1]
+        self.idle = list(range(n))
+        self.address = str(ray.get_runtime_context().gcs_address)
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        ray = _ray()
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        self.actors = []
+        if self.started:
+            ray.shutdown()
+
+    def submit(self, tag: Any, src: str, part: str, start: Fraction, duration: Fraction | None) -> None:
+        i = self.idle.pop(0)
+        self.busy[self.actors[i].translate.remote(src, part, start, duration)] = (i, tag)
+
+    def collect(self, timeout: float) -> Iterator[tuple[Any, SegmentResult | None, str | None]]:
+        """(tag, result, None) or (tag, None, error) for each call that ended within `timeout` seconds."""
+        ray = _ray()
+        ready, _ = ray.wait(list(self.busy), num_returns=len(self.busy), timeout=timeout)
+        for ref in ready:
+            i, tag = self.busy.pop(ref)
+            self.idle.append(i)
+            try:
+                result: SegmentResult = ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                yield tag, None, (f"a worker died {self.opts.retries + 1} times on this input's segment "
+                                  f"({_cause(e)}); out of memory? see the Ray logs (/tmp/ray/session_latest/logs)")
+                continue
+            except ray.exceptions.RayError as e:
+                yield tag, None, _cause(e)
+                continue
+            if result.pid != self.pids[i]:  # Ray restarted this worker while it ran the segment
+                self.restarts += 1
+                self.pids[i] = result.pid
+                result = replace(result, retried=1)
+            yield tag, result, None
+
+    def busy_pids(self) -> list[int]:
+        return [self.pids[i] for i, _ in self.busy.values()]
+
+    def running_frames(self) -> int:
+        """Frames the busy workers have written of their current segments (0 for one not answering now)."""
+        ray, total = _ray(), 0
+        for i, _ in self.busy.values():
+            with contextlib.suppress(Exception):
+                total += ray.get(self.actors[i].progress.remote(), timeout=0.2)
+        return total
