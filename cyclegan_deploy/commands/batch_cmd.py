@@ -74,7 +74,13 @@ def register(app: typer.Typer) -> None:
         opts = BatchOptions(workers=workers, gpus_per_worker=gpus_per_worker, threads=threads,
                             segment_seconds=segment_seconds, retries=retries, resume=resume, force=force,
                             address=address, audio=not no_audio, video=video, load=load, progress=progress)
-        report = run_batch(inputs, output, artifact, opts)
+        try:
+            report = run_batch(inputs, output, artifact, opts)
+        except KeyboardInterrupt:
+            if output.is_dir():
+                typer.secho(f"finished outputs and segments are kept in {output}; the same command with --resume "
+                            "goes on from there", err=True, fg="yellow")
+            raise
         typer.echo(report.table())
         if report.failed:
             first = report.failed[0]

@@ -192,6 +192,7 @@ class _Driver:
         st.finished[seg.index] = result
         st.result.frames += result.frames
         st.result.retried_segments += result.retried
+        st.result.reused_segments += result.reused
         self.progress.segment_done(result.frames)
         if len(st.finished) == len(st.segments):
             self._join(st)
@@ -202,7 +203,8 @@ class _Driver:
         try:
             st.dst.parent.mkdir(parents=True, exist_ok=True)
             refuse_existing(st.dst, self.opts.force or self.opts.resume)
-            join_segments(st.info, parts, [seg.start for seg in st.segments], st.dst, self.opts.audio)
+            join_segments(st.info, parts, [seg.start for seg in st.segments], st.dst, self.opts.audio,
+                          frames=st.result.frames)
         except (CgDeployError, OSError) as e:
             st.result.status, st.result.error = "failed", str(e)
             self.progress.input_done(failed=True)
@@ -210,14 +212,7 @@ class _Driver:
         shutil.rmtree(st.parts, ignore_errors=True)
         st.result.status = "done"
         st.result.seconds = time.perf_counter() - (st.t0 or time.perf_counter())
-        st.result.frames = sum(r.frames for r in st.finished.values()) if all(
-            not r.reused for r in st.finished.values()) else _frames_of(st.dst)
         self.progress.input_done(failed=False)
-
-
-def _frames_of(path: Path) -> int:
-    info = probe_video(path)
-    return info.frames or round((info.duration or 0) * float(info.rate))
 
 
 def default_workers(cpus: float, gpus: float, gpus_per_worker: float) -> int:

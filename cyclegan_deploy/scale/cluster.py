@@ -8,6 +8,8 @@ segment. An error the pipeline raises (a damaged input) is not retried: it fails
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from fractions import Fraction
@@ -41,6 +43,19 @@ def _cause(e: Exception) -> str:
     return str(e).strip().splitlines()[0]
 
 
+def _signal_handlers() -> dict[int, Any]:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    """ray.init replaces the driver's SIGTERM handler with one that exits at once (exit 1, workers and temp
+    files left behind); the CLI's own turns SIGTERM into the interrupt every cleanup path handles (exit 143)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
 class RayWorkers:
     def __init__(self, artifact: Path, opts: BatchOptions) -> None:
         self.artifact, self.opts = artifact, opts
@@ -65,11 +80,14 @@ class RayWorkers:
 
         ray, opts = _ray(), self.opts
         if not ray.is_initialized():
+            handlers = _signal_handlers()
             try:
                 ray.init(address=opts.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ConfigError(f"--address {opts.address}: cannot reach a Ray cluster ({_cause(e)}); start one "
                                   "with `ray start --head` or leave --address out for a local instance") from e
+            finally:
+                _restore(handlers)
             self.started = True
         try:
             self._start_workers(ray, default_workers)
@@ -103,12 +121,13 @@ class RayWorkers:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
         ray = _ray()
-        for a in self.actors:
-            with contextlib.suppress(Exception):
-                ray.kill(a)
-        self.actors = []
-        if self.started:
+        if self.started:  # our own instance: shutting it down stops the workers
             ray.shutdown()
+        else:  # a cluster others use: stop only our workers
+            for a in self.actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(a, no_restart=True)
+        self.actors = []
 
     def submit(self, tag: Any, src: str, part: str, start: Fraction, duration: Fraction | None) -> None:
         i = self.idle.pop(0)

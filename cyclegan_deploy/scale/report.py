@@ -20,6 +20,7 @@ class InputResult:
     frames: int = 0
     segments: int = 0
     retried_segments: int = 0  # segments a worker died on and another attempt finished
+    reused_segments: int = 0  # finished by an interrupted earlier run (--resume)
     seconds: float = 0.0  # from its first segment's start to its join
     error: str | None = None
 

@@ -146,9 +146,11 @@ def _same_parameters(parts: list[Path]) -> None:
                              f"{first[:4]}); translate this file with `cgdeploy video` instead")
 
 
-def join_segments(info: VideoInfo, parts: list[Path], starts: list[Fraction], dst: Path, audio: bool) -> int:
+def join_segments(info: VideoInfo, parts: list[Path], starts: list[Fraction], dst: Path, audio: bool,
+                  frames: int | None = None) -> int:
     """Write `dst` (atomically) from the translated `parts` (segment i begins at starts[i] s after the origin)
-    plus, if `audio`, every audio packet of the input. Returns the number of video packets written."""
+    plus, if `audio`, every audio packet of the input. Returns the number of video packets written; if that is
+    not `frames` (what the segments reported), nothing is written and the join fails."""
     import av
 
     _same_parameters(parts)
@@ -172,6 +174,9 @@ def join_segments(info: VideoInfo, parts: list[Path], starts: list[Fraction], ds
             for _, kind, packet in heapq.merge(*sources, key=lambda x: (x[0], x[1])):
                 out.mux(packet)
                 written += kind == 0
+            if frames is not None and written != frames:  # a part lost or gained frames: not the input's video
+                raise MediaError(f"{dst}: the joined video would have {written} frames, its segments made {frames}; "
+                                 f"delete {parts[0].parent} and run again")
     except av.error.FFmpegError as e:
         raise MediaError(f"{dst}: joining the translated segments failed ({one_line(e)})") from e
     return written

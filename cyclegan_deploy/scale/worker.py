@@ -49,7 +49,7 @@ class SegmentWorker:
         from cyclegan_deploy.video import VideoOptions, translate_video
 
         if Path(part).exists():
-            return SegmentResult(0, 0.0, os.getpid(), True)
+            return SegmentResult(_packets(Path(part)), 0.0, os.getpid(), True)
         self.frames = 0
         opts = VideoOptions(**self.video, start=start, duration=duration, audio=False, progress=False, force=False,
                             model=self.artifact, on_frames=self._count)
@@ -62,3 +62,11 @@ class SegmentWorker:
         finally:
             self.frames = 0
         return SegmentResult(report.frames, report.wall_s, os.getpid(), False)
+
+
+def _packets(path: Path) -> int:
+    """Frames in a finished part: its video packets (one per frame for every encoder `video` writes)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return sum(1 for p in c.demux(c.streams.video[0]) if p.size)

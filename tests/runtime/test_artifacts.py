@@ -218,8 +218,9 @@ def test_every_writer_honours_the_umask(umask_022, tmp_path: Path, tiny_resnet, 
 
 def test_runtime_imports_load_no_heavy_stack() -> None:
     code = ("import sys, cyclegan_deploy.cli, cyclegan_deploy.video, cyclegan_deploy.bench, cyclegan_deploy.images, "
-            "cyclegan_deploy.artifacts, cyclegan_deploy.backends, cyclegan_deploy.engine_sidecar; "
-            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', 'tensorrt', 'av', "
+            "cyclegan_deploy.artifacts, cyclegan_deploy.backends, cyclegan_deploy.engine_sidecar, "
+            "cyclegan_deploy.scale.batch; "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', 'tensorrt', 'av', 'ray', "
             "'cyclegan_deploy.export', 'cyclegan_deploy.train') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -174,6 +174,28 @@ def test_killed_worker_only_costs_its_segment(local_ray, tiny_onnx, tmp_path):
     assert_same_video(tmp_path / "out" / "long.mp4", tmp_path / "video.mp4")
 
 
+def test_interrupted_run_resumes_from_its_segments(local_ray, tiny_onnx, tmp_path):
+    from cyclegan_deploy.scale.batch import PARTS, BatchOptions, run_batch
+
+    src = make_sample_video(tmp_path / "in" / "clip.mkv", frames=60, size=(48, 64), gop=6)
+
+    def interrupt(progress, busy):
+        if progress.segments_done >= 2:
+            raise KeyboardInterrupt
+
+    opts = BatchOptions(workers=1, segment_seconds=0.2, video={"crf": 0}, progress=False, on_poll=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([src], tmp_path / "out", tiny_onnx, opts)
+    kept = sorted((tmp_path / "out" / PARTS).glob("*/0*.mkv"))
+    assert len(kept) >= 2 and not (tmp_path / "out" / "clip.mkv").exists()
+    report = run_batch([src], tmp_path / "out", tiny_onnx, BatchOptions(**{**opts.__dict__, "on_poll": None,
+                                                                            "resume": True}))
+    assert report.inputs[0].status == "done" and report.inputs[0].frames == 60
+    assert report.inputs[0].reused_segments == len(kept)
+    _video(src, tmp_path / "video.mkv", tiny_onnx)
+    assert_same_video(tmp_path / "out" / "clip.mkv", tmp_path / "video.mkv")
+
+
 def test_cli_errors_are_one_line(capsys, tmp_path, tiny_onnx):
     code, _, err = run_cli(capsys, "batch", tmp_path / "missing.mp4", "-o", tmp_path / "o", "--model", tiny_onnx)
     assert code == 1
