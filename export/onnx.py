@@ -5,6 +5,7 @@ What the checks guard against (each seen with some exporter/version combination)
   TensorRT and the FP16 pass treat differently from a native InstanceNormalization;
 - running-stat tensors left in the graph (legacy checkpoints) or as extra graph inputs;
 - ReflectionPad2d exported as constant padding (visible edges);
+- a super-resolution upsampler decomposed (PixelShuffle must stay one DepthToSpace; the family names its ops);
 - batch/height/width frozen to the example input's shape.
 """
 
@@ -70,7 +71,9 @@ def _example_input(meta: ModelMeta) -> Any:
     # square example could let it unify height and width into one symbol.
     side = max(meta.multiple, 32)
     gen = torch.Generator().manual_seed(0)
-    return torch.rand(2, meta.input_nc, side * 2, side * 3 if meta.multiple < 128 else side, generator=gen) * 2 - 1
+    lo, hi = meta.input_range  # values the model sees in use (SR models take [0, 1], CycleGAN [-1, 1])
+    x = torch.rand(2, meta.input_nc, side * 2, side * 3 if meta.multiple < 128 else side, generator=gen)
+    return x * (hi - lo) + lo
 
 
 # Loggers of the exporter stack: a warning per torchvision op it could not register, the optimizer's INFO
@@ -217,6 +220,9 @@ def check_graph(path: Path, *, expected_instance_norms: int | None = None, norm:
                  for n in graph.node if n.op_type == "Pad"]
     if family is not None and family.reflect_pad and not pad_modes:
         problems.append(f"no Pad nodes in {family.title} generator (ReflectionPad2d was lost)")
+    if family is not None:
+        problems += [f"no {op} node in {family.title} generator (its upsampling was decomposed)"
+                     for op in family.graph_ops if not ops.get(op)]
     bad_pads = [m for m in pad_modes if m != "reflect"]
     if bad_pads:
         problems.append(f"{len(bad_pads)} Pad node(s) with mode {bad_pads[0]!r}; ReflectionPad2d must be "

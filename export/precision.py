@@ -192,6 +192,16 @@ class NormStats:
 
 
 @dataclass
+class ActivationStats:
+    layer: str
+    max_abs: float  # largest |output| of the layer or block (residual sums included): FP16 is inf past 65504
+
+    @property
+    def headroom(self) -> float:
+        return FP16_MAX / self.max_abs if self.max_abs else math.inf
+
+
+@dataclass
 class VariantResult:
     norm_precision: str
     psnr_db: float
@@ -208,6 +218,7 @@ class SafetyReport:
     shapes: list[list[int]]
     norms: list[NormStats]
     variants: list[VariantResult]
+    activations: list[ActivationStats]  # the layers/blocks with the largest outputs, largest first
     chosen_norm_precision: str
     verdict: str
     method: str
@@ -255,7 +266,10 @@ def emulate_fp16(model: nn.Module, norm_precision: str) -> nn.Module:
                 tensor.copy_(_r16(tensor))
     for m in sim.modules():
         if next(m.children(), None) is not None:
-            continue  # containers: their leaves do the rounding
+            # containers: their leaves round what they compute; the container's own output is rounded too, since
+            # it is where residual sums (x + block(x), ESRGAN's x + 0.2 * rdb(x)) happen: FP16 Adds in the graph
+            m.register_forward_hook(_round_output)
+            continue
         m.register_forward_pre_hook(_round_input)
         if isinstance(m, nn.InstanceNorm2d) and norm_precision == "fp16":
             m.register_forward_hook(_fp16_norm)
@@ -295,8 +309,10 @@ def load_images(folder: Path, meta: ModelMeta, limit: int = 8) -> list[np.ndarra
 def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.ndarray] | None = None,
                        image_source: str = "", norm_precision: str = "fp32", seed: int = 0,
                        out_path: Path | None = None, echo: bool = True) -> SafetyReport:
-    """Measure whether FP16 will hold for this model: per-InstanceNorm input range vs FP16, and the PSNR of
-    simulated FP16 arithmetic (torch half on CPU) vs FP32 for norm fp32 and norm fp16."""
+    """Measure whether FP16 will hold for this model: per-InstanceNorm input range vs FP16, the largest
+    outputs of every layer and block (residual paths: a deep trunk's sums are where norm-free models such as
+    ESRGAN's RRDBNet could leave the FP16 range), and the PSNR of simulated FP16 arithmetic vs FP32 for norm
+    fp32 and norm fp16."""
     import torch
     from torch import nn
 
@@ -322,7 +338,16 @@ def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.nda
             s[2] = max(s[2], float(((x - mean) ** 2).mean(dim=(2, 3)).max()))
         return hook
 
+    largest: dict[str, float] = {}  # module name -> largest |output|
+
+    def largest_output(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.is_floating_point():
+                largest[name] = max(largest.get(name, 0.0), float(output.detach().abs().max()))
+        return hook
+
     handles = [m.register_forward_pre_hook(record(n)) for n, m in norms]
+    handles += [m.register_forward_hook(largest_output(n)) for n, m in model.named_modules() if n]
     try:
         with torch.no_grad():
             refs = [model(torch.from_numpy(b)).numpy() for b in batches]
@@ -330,7 +355,8 @@ def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.nda
         for h in handles:
             h.remove()
     norm_stats = [NormStats(n, *stats[n]) for n, _ in norms]
-    conv_overflow = any(s.max_abs >= FP16_MAX for s in norm_stats)
+    top = sorted((ActivationStats(n, v) for n, v in largest.items()), key=lambda a: -a.max_abs)[:5]
+    conv_overflow = any(s.max_abs >= FP16_MAX for s in norm_stats) or any(a.max_abs >= FP16_MAX for a in top)
     variants = []
     for variant in NORM_PRECISIONS:
         sim = emulate_fp16(model, variant)
@@ -350,19 +376,23 @@ def fp16_safety_report(model: nn.Module, meta: ModelMeta, *, images: list[np.nda
     worst_text = (f"largest InstanceNorm input |x| {worst.max_abs:.3g} at {worst.layer} (FP16 headroom "
                   f"{worst.headroom:.3g}x), largest |x-mean| {max(s.max_dev for s in norm_stats):.3g}"
                   if worst else "no InstanceNorm layers")
+    if top:
+        worst_text += (f"; largest activation |x| {top[0].max_abs:.3g} at {top[0].layer} (FP16 headroom "
+                       f"{top[0].headroom:.3g}x)")
     verdict = (f"FP16 verdict (norm {norm_precision}): {chosen.verdict} — simulated FP16 PSNR {chosen.psnr_db:.1f} dB "
                f"vs FP32, max uint8 diff {chosen.max_uint8_diff}; {worst_text}; with norm {other.norm_precision}: "
                f"{other.verdict} ({other.psnr_db:.1f} dB)")
     report = SafetyReport(
         model=f"{meta.arch} ngf {meta.ngf} {meta.direction} ({meta.source or 'in memory'})", inputs=image_source
         or "given images", shapes=[list(b.shape) for b in batches], norms=norm_stats, variants=variants,
-        chosen_norm_precision=norm_precision, verdict=verdict,
+        activations=top, chosen_norm_precision=norm_precision, verdict=verdict,
         method="FP16 emulated in torch on CPU: FP16 weights, every layer's inputs/outputs rounded to FP16 (FP32 "
                "accumulation inside convs, as GPU tensor cores do); norm fp32 = InstanceNorm in FP32 on the FP16 "
                "input, output rounded; norm fp16 = every step of the statistics rounded to FP16 (squares overflow "
-               "past 256). PSNR on [-1,1] outputs (peak-to-peak 2) vs the FP32 model on the same inputs.",
+               "past 256); block outputs (residual sums) rounded too. PSNR on the card's output range vs the FP32 "
+               "model on the same inputs.",
         notes=["thresholds: safe >= 40 dB, risky 30-40 dB, will wash out < 30 dB or any inf/NaN or an InstanceNorm "
-               "input beyond the FP16 range"])
+               "input or a layer's output beyond the FP16 range"])
     if out_path is not None:
         write_json(Path(out_path), report.as_dict())  # strict JSON: an exact variant's inf PSNR is null
     if echo:

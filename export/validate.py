@@ -3,8 +3,9 @@
 Reference: the torch model in FP32 on CPU. Candidate: ONNX Runtime CPU on the .onnx file (the FP32 graph,
 or the FP16 graph: ORT CPU inserts casts around FP16 convolutions and runs them in FP32, so on CPU the FP16
 gate measures weight rounding, not FP16 arithmetic — precision.py's safety report simulates that).
-Numbers: max abs error and PSNR on the [-1, 1] outputs (peak-to-peak 2), max uint8 pixel difference after
-the reference's output mapping.
+Numbers: max abs error and PSNR on the card's output range (peak-to-peak 2 for CycleGAN's [-1, 1], 1 for
+ESRGAN's [0, 1]), max uint8 pixel difference after the card's output mapping. Inputs are seeded images mapped
+onto the card's input range; both outputs must be the card's scale x the input size.
 """
 
 from __future__ import annotations
@@ -191,8 +192,9 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
                        max_abs: float | None = None, min_psnr: float | None = None,
                        report_path: Path | None = None, raise_on_fail: bool = True, echo: bool = True,
                        images: Sequence[np.ndarray] | None = None) -> ParityReport:
-    """The gate for any runner of float32 NCHW [-1,1] batches (ORT, OpenVINO, a TensorRT backend...).
-    Cases: seeded images at `sizes` (batch `batch`), or the given model-range NCHW `images`, one case each."""
+    """The gate for any runner of float32 NCHW batches in the card's input range (ORT, OpenVINO, a TensorRT
+    backend...). Cases: seeded images at `sizes` (batch `batch`), or the given model-range NCHW `images`, one
+    case each."""
     artifact = Path(artifact)
     if precision == "fp32":
         tolerance = {"max_abs": FP32_MAX_ABS if max_abs is None else max_abs}
@@ -203,7 +205,7 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
     if images is None:
         images = [to_model(sample_images(batch, h, w, seed + i), meta.input_range)
                   for i, (h, w) in enumerate(sizes or default_sizes(meta))]
-    cases = [compare(torch_reference(model, x), run(x), meta.output_range) for x in images]
+    cases = [compare(*_scaled_outputs(model, meta, run, x, artifact, candidate), meta.output_range) for x in images]
     worst_abs = max(c.max_abs for c in cases)
     worst_psnr = min(c.psnr_db for c in cases)
     bad_ref, bad_out = sum(c.nonfinite_reference for c in cases), sum(c.nonfinite_candidate for c in cases)
@@ -234,6 +236,21 @@ def validate_candidate(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndar
                           f"what the PyTorch model computes (report: {report_path.name}). Re-export; if it "
                           "persists, report it with that file")
     return report
+
+
+def _scaled_outputs(model: nn.Module, meta: ModelMeta, run: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                    artifact: Path, candidate: str) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, candidate) outputs for `x`, each checked to be (N, C, scale*H, scale*W) for the card's scale:
+    a graph whose upsampling froze the trace size, or a card whose scale is wrong, fails here by name."""
+    n, _, h, w = x.shape
+    want = (n, meta.output_nc, meta.scale * h, meta.scale * w)
+    outputs = torch_reference(model, x), run(x)
+    for who, y in zip(("the PyTorch model", candidate), outputs, strict=True):
+        if tuple(y.shape) != want:
+            raise ParityError(f"{artifact}: {who} returned {'x'.join(map(str, y.shape))} for a "
+                              f"{'x'.join(map(str, x.shape))} batch; the card (scale {meta.scale}) expects "
+                              f"{'x'.join(map(str, want))}. Re-export from the checkpoint")
+    return outputs
 
 
 def write_report(report: ParityReport, path: Path) -> Path:

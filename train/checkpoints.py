@@ -134,7 +134,21 @@ def _is_state_dict(obj: Any) -> TypeGuard[dict[str, torch.Tensor]]:
 
 def infer_generator_config(state: dict[str, torch.Tensor]) -> GeneratorConfig:
     """Recognise a generator from its keys (the registry's families, in order)."""
-    return registry.detect(strip_prefixes(state))
+    return registry.detect(registry.canonical_keys(strip_prefixes(state)))
+
+
+# BasicSR (ESRGAN, Real-ESRGAN) saves {"params": state} or also {"params_ema": state}; the EMA weights are the
+# ones it publishes and evaluates, so they win when both are there (as Real-ESRGAN's inference does)
+PARAM_WRAPPERS = ("params_ema", "params")
+
+
+def _unwrap(obj: Any) -> Any:
+    """The state dict inside a BasicSR wrapper, else `obj` unchanged."""
+    if isinstance(obj, dict):
+        for key in PARAM_WRAPPERS:
+            if _is_state_dict(obj.get(key)):
+                return obj[key]
+    return obj
 
 
 def _direction_from_name(path: Path) -> str:
@@ -170,21 +184,21 @@ def load_generator(path: str | Path, direction: str | None = None, arch: str | N
     if isinstance(obj, dict) and obj.get("format") == GENERATOR_FORMAT:
         meta_dict, state = dict(obj.get("meta", {})), obj.get("state_dict")
     else:
-        state = obj
+        state = _unwrap(obj)
     if not _is_state_dict(state):
         raise CheckpointError(f"{path}: not a generator state dict (expected a dict of tensors); "
                               "pass a *_net_G*.pth generator file, not a discriminator or training checkpoint")
-    state = strip_prefixes(state)
     _check_finite(path, state)
     try:
-        inferred = infer_generator_config(state)
+        state = dict(registry.canonical_keys(strip_prefixes(state)))
+        inferred = registry.detect(state)
     except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}; pass a generator file of the reference layout") from e
+        raise CheckpointError(f"{path}: {e}; pass a generator file of a supported layout") from e
     cfg = GeneratorConfig(arch=arch or meta_dict.get("arch", inferred.arch), ngf=ngf or inferred.ngf,
                           norm=norm or inferred.norm,
                           # U-Net dropout has no weights: trust our card, else the keys
                           dropout=meta_dict.get("dropout", inferred.dropout) if dropout is None else dropout,
-                          input_nc=inferred.input_nc, output_nc=inferred.output_nc)
+                          input_nc=inferred.input_nc, output_nc=inferred.output_nc, grow=inferred.grow)
     if cfg.family is inferred.family and not arch:
         cfg.n_blocks = inferred.n_blocks
     model = build_generator(cfg)

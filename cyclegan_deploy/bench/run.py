@@ -55,7 +55,7 @@ from cyclegan_deploy.bench.timing import (
 )
 from cyclegan_deploy.bench.timing import run_size as backend_run_size
 from cyclegan_deploy.errors import CgDeployError, ConfigError, ModelError
-from cyclegan_deploy.metadata import canonical_precision
+from cyclegan_deploy.metadata import ModelMeta, canonical_precision
 from cyclegan_deploy.model_checks import all_finite
 
 
@@ -74,9 +74,10 @@ class _Model:
         self.reference_status = "not run"
         self.meta: dict[str, Any] | None = None
 
-    def input(self, b: int, h: int, w: int) -> np.ndarray:
+    def input(self, b: int, h: int, w: int, meta: ModelMeta) -> np.ndarray:
+        """Seeded frames in the card's input range (one model per run: every backend's card says the same)."""
         if (b, h, w) not in self.inputs:
-            self.inputs[(b, h, w)] = make_input(b, h, w, self.cfg.seed)
+            self.inputs[(b, h, w)] = make_input(b, h, w, self.cfg.seed, meta.input_range)
         return self.inputs[(b, h, w)]
 
     def count(self, h: int, w: int) -> dict[str, Any]:
@@ -110,7 +111,7 @@ class _Model:
                     rh, rw = backend_run_size(backend, h, w)
                     if (rh, rw) not in self.reference:
                         log(f"reference {name} at {rh}x{rw}")
-                        out = np.asarray(backend(self.input(1, rh, rw)))[0]
+                        out = np.asarray(backend(self.input(1, rh, rw, backend.meta)))[0]
                         if not all_finite(out):  # parity against NaN would "measure" nothing
                             raise ModelError(f"{self.cfg.artifact(spec.artifact)}: the reference ({name}) returned "
                                              "NaN/Inf values; the model is broken (damaged weights or overflow)")
@@ -159,7 +160,7 @@ def _run_one(cfg: BenchConfig, spec: Spec, backend: BenchBackend, r: CaseResult,
     r.precision = str(getattr(backend, "precision", None) or spec.precision)
     log(f"{spec.name} {rh}x{rw} batch {b}")
     try:
-        y, first_ms, samples, truncated = timed(backend, model.input(b, rh, rw), cfg)
+        y, first_ms, samples, truncated = timed(backend, model.input(b, rh, rw, backend.meta), cfg)
     except Exception as e:
         r.status = status_of(e)
         log(f"  {r.status}")
@@ -179,7 +180,7 @@ def _run_one(cfg: BenchConfig, spec: Spec, backend: BenchBackend, r: CaseResult,
     if ref is not None:
         fields = parity_record(ref, np.asarray(y)[0], backend.meta.output_range)
         r.max_abs, r.psnr_db, r.max_u8 = fields["max_abs"], fields["psnr_db"], fields["max_u8"]
-    _throughput(cfg, backend, r, model.input(b, rh, rw), log)
+    _throughput(cfg, backend, r, model.input(b, rh, rw, backend.meta), log)
 
 
 def case_peak(cfg: BenchConfig, machine: dict[str, Any], spec: Spec, precision: str) -> tuple[float | None, str | None]:
@@ -285,7 +286,7 @@ def run_video(cfg: BenchConfig, records: list[CaseResult], loader: Loader, log: 
             check_device(spec, backend)
             rh, rw = backend_run_size(backend, *info.display_size)
             log(f"video: inference-only {spec.name} {rh}x{rw} batch {batch}")
-            x = make_input(batch, rh, rw, cfg.seed)
+            x = make_input(batch, rh, rw, cfg.seed, backend.meta.input_range)
             _, _, samples, _ = timed(backend, x, cfg)
             stats = latency_stats(samples)
             # the same batches in flight on both sides: the pipeline keeps the backend's own count (OpenVINO

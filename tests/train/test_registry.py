@@ -25,7 +25,7 @@ def test_registry_import_needs_no_torch() -> None:
     ("unet_128", "unet", 128, 0)])
 def test_families_by_arch(arch: str, family: str, multiple: int, blocks: int) -> None:
     fam = registry.family_for(arch)
-    assert (fam.name, fam.multiple(arch), fam.blocks(arch), fam.scale) == (family, multiple, blocks, 1)
+    assert (fam.name, fam.multiple(arch), fam.blocks(arch), fam.scale(arch)) == (family, multiple, blocks, 1)
     card = GeneratorConfig(arch=arch).to_meta()
     assert (card.family, card.multiple, card.scale, card.input_range, card.output_range) == (
         family, multiple, 1, [-1.0, 1.0], [-1.0, 1.0])
