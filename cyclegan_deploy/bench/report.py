@@ -138,6 +138,8 @@ def to_markdown(results: dict[str, Any]) -> str:
     cpu = m["cpu"]
     gpus = ", ".join(g["name"] for g in m["gpus"]) or "none"
     macs = "; ".join(f"{k}: {v['macs'] / 1e9:.2f} GMAC ({v['macs_dense'] / 1e9:.2f} dense-equivalent)"
+                     + (f", {v['macs_per_output_px']} MAC per output pixel ({v['output']})"
+                        if v.get("macs_per_output_px") else "")
                      if v.get("macs") else f"{k}: {v.get('from')}" for k, v in results["model"]["macs"].items())
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     lines = [

@@ -99,8 +99,24 @@ class _Model:
                 found = {**count_macs_torch(model, h, w), "from": "torch"}
             except Exception as e:
                 found["from"] += f"; torch: {status_of(e)}"
+        if found["macs"]:  # super-resolution models write scale^2 pixels per input pixel: compare per output pixel
+            scale = self._scale()
+            found["output"] = f"{scale * h}x{scale * w}"
+            found["macs_per_output_px"] = round(found["macs"] / (scale * scale * h * w))
         self.macs[(h, w)] = found
         return found
+
+    def _scale(self) -> int:
+        """The card's output scale (1 for CycleGAN/pix2pix), read from whichever model file the run has."""
+        from cyclegan_deploy.artifacts import read_card
+
+        for path in (self.cfg.onnx, self.cfg.onnx_int8, self.cfg.checkpoint):
+            if path is not None:
+                try:
+                    return int(read_card(path).scale)
+                except Exception:  # noqa: BLE001 - an unreadable card was reported by the backends already
+                    continue
+        return 1
 
     def compute_reference(self, loader: Loader, name: str, sizes: list[tuple[int, int]], log: Log) -> None:
         try:

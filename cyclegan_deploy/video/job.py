@@ -50,6 +50,7 @@ from cyclegan_deploy.outputs import (
     remove_empty_dirs,
     temp_name,
 )
+from cyclegan_deploy.tiling import call_size
 from cyclegan_deploy.video.inflight import inflight_for, ordered_outputs
 from cyclegan_deploy.video.options import (
     VideoOptions,
@@ -298,12 +299,13 @@ def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: Vi
     plan = plan_output(info, meta, encoder, opts.size, opts.side_by_side, opts.pix_fmt)
     # batches in flight inside the backend are held too: they count like queued ones
     depth = opts.queue_batches + inflight_for(backend, opts.inflight) - 1
+    calls = call_size(backend, *plan.padded)  # a tiled backend's model sees tiles, not whole frames
     batch, warning = fit_batch(info, plan, meta, getattr(backend, "device", "cpu"), opts.batch, depth,
-                               expected_frames(info, opts), opts.size is not None)
+                               expected_frames(info, opts), opts.size is not None, calls)
     opts = replace(opts, batch=batch)
     engine = engine_of(opts.model, backend)
     if engine is not None:  # every batch has this one shape (the last repeats its last frame)
-        check_engine_profile(engine, src, batch, plan.padded, opts.size is not None)
+        check_engine_profile(engine, src, batch, calls, opts.size is not None)
     created = missing_dirs(dst.parent)
     try:
         check_writable(dst.parent)

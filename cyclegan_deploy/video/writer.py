@@ -106,22 +106,26 @@ def plan_output(info: VideoInfo, meta: ModelMeta, encoder: str, size: tuple[int,
 
 
 def fit_batch(info: VideoInfo, plan: OutputPlan, meta: ModelMeta, device: str, batch: int, depth: int,
-              frames: int | None, size_given: bool) -> tuple[int, str | None]:
+              frames: int | None, size_given: bool, calls: tuple[int, int] | None = None) -> tuple[int, str | None]:
     """The batch to run: at most the clip's frames, and what the memory holds: every frame in flight (decoded,
     model input, tensors, output frames) in each of the pipeline's queues (depth + 1 batches per stage
-    boundary), plus the model's own memory. Refuses, with the numbers, a size that cannot run even one frame at a
-    time. Returns (batch, warning or None)."""
+    boundary), plus the model's own memory for a call of `calls` (H, W) (a tile when tiled; default the padded
+    frame). Refuses, with the numbers, a size that cannot run even one frame at a time. Returns (batch, warning
+    or None)."""
     if frames:
         batch = min(batch, frames)
     (h, w), (ph, pw), (ch, cw) = plan.model_in, plan.padded, plan.frame
     pipeline = 3 * info.width * info.height + 3 * h * w + 4 * 3 * ph * pw * (1 + plan.scale ** 2) + 2 * 3 * ch * cw
-    per_frame = (depth + 1) * pipeline + bytes_per_pixel(meta, device) * ph * pw
+    mh, mw = calls or (ph, pw)
+    per_frame = (depth + 1) * pipeline + bytes_per_pixel(meta, device) * mh * mw
     free = machine.available_memory()
     if free is None:
         return batch, None
     if per_frame > free:
         what = f"--size {h}x{w}" if size_given else f"{info.path}: its {h}x{w} (HxW) frames"
         fix = "choose a smaller --size" if size_given else "shrink them with --size HxW"
+        if meta.norm != "instance" and (mh, mw) == (ph, pw):
+            fix += " or run the model in tiles (--tile 512)"
         raise ConfigError(f"{what}: translating needs ~{gib(per_frame)} GiB even one frame at a time, "
                           f"{gib(free)} GiB available; {fix}, or free memory")
     fits = max(1, int(free * 0.9) // per_frame)
