@@ -142,14 +142,16 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def seconds_per_step(model: Any, cfg: Any, warmup: int, steps: int) -> float:
-    """Seconds per training step of a trainer (train.base.GanModel) on random batches of cfg's training size,
-    after `warmup` untimed steps (the first few run slower and would shrink a planned schedule)."""
+    """Seconds per training step of a trainer (train.base.GanModel) on random batches of cfg's training size
+    (super-resolution: "A" the LR crop, crop/scale), after `warmup` untimed steps (the first few run slower and
+    would shrink a planned schedule)."""
     import time
 
     import torch
 
-    shape = (cfg.batch_size, 3, cfg.crop_size, cfg.crop_size)
-    batch = {"A": torch.rand(shape) * 2 - 1, "B": torch.rand(shape) * 2 - 1}
+    side = cfg.crop_size
+    batch = {"A": torch.rand(cfg.batch_size, 3, side // cfg.scale, side // cfg.scale) * 2 - 1,
+             "B": torch.rand(cfg.batch_size, 3, side, side) * 2 - 1}
     for _ in range(warmup):
         model.optimize(batch)
     start = time.perf_counter()

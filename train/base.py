@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,15 +60,26 @@ def training_memory(cfg: TrainConfig, passes: tuple[int, int]) -> tuple[int, str
     side = max(cfg.multiple, 64)
     with torch.device("meta"):  # eval: train-mode batch norm refuses a 1x1 innermost U-Net map at batch 1
         g = build_generator(cfg.generator()).eval()
-        d = build_discriminator(3, cfg.ndf, cfg.netD, cfg.n_layers_D, cfg.norm).eval()
-    per_pixel = (passes[0] * _activation_elements(g, 3, side) + passes[1] * _activation_elements(d, 3, side)) / side**2
+        d = discriminator_for(cfg).eval()
+    g_pixel, d_pixel = (_activation_elements(net, 3, side) / side**2 for net in (g, d))
     train_side = cfg.crop_size if "crop" in cfg.preprocess else cfg.load_size
-    activations = int(4 * per_pixel * cfg.batch_size * train_side**2)
+    # a super-resolution generator sees the LR crop (1/scale of the side), the discriminator the HR one
+    pixels = cfg.batch_size * train_side**2
+    activations = int(4 * pixels * (passes[0] * g_pixel / cfg.scale**2 + passes[1] * d_pixel))
     resized = cfg.load_size**2 if cfg.preprocess in ("resize_and_crop", "scale_width_and_crop", "scale_width") else 0
     images = 2 * 2 * 3 * resized * max(1, cfg.num_workers)  # both domains, decoded + resized, uint8, per loader
     what = (f"{passes[0]} generator and {passes[1]} discriminator passes at {train_side}x{train_side}, batch "
             f"{cfg.batch_size}" + (f", images resized to {cfg.load_size}x{cfg.load_size}" if resized else ""))
     return activations + images, what
+
+
+def discriminator_for(cfg: TrainConfig) -> nn.Module:
+    """The discriminator cfg.model trains with: SRGAN's VGG-style one, else the reference's PatchGAN family."""
+    if cfg.model == "srgan":
+        from cyclegan_deploy.train.sr_models import SRGANDiscriminator
+
+        return SRGANDiscriminator(3, cfg.ndf)
+    return build_discriminator(3, cfg.ndf, cfg.netD, cfg.n_layers_D, cfg.norm)
 
 
 def check_memory(cfg: TrainConfig, device: torch.device, passes: tuple[int, int]) -> None:
@@ -90,10 +102,12 @@ def check_memory(cfg: TrainConfig, device: torch.device, passes: tuple[int, int]
 
 def linear_decay(cfg: TrainConfig) -> Any:
     """The reference's LambdaRule with epoch_count 1, stepped at the end of each epoch: epochs 1..n_epochs at
-    the full lr, then epoch n_epochs + k at lr * (1 - k / (n_epochs_decay + 1))."""
+    the full lr, then epoch n_epochs + k at lr * (1 - k / (n_epochs_decay + 1)). SRGAN's pretraining epochs
+    come first, at the full lr."""
+    constant = cfg.total_epochs - cfg.epochs_decay
 
     def rule(epoch: int) -> float:
-        return 1.0 - max(0, epoch + 1 - cfg.epochs) / float(cfg.epochs_decay + 1)
+        return 1.0 - max(0, epoch + 1 - constant) / float(cfg.epochs_decay + 1)
 
     return rule
 
@@ -160,9 +174,17 @@ class GanModel:
         """One training iteration on a batch; returns the named losses as floats."""
         raise NotImplementedError
 
-    def translate(self, real_a: torch.Tensor) -> dict[str, torch.Tensor]:
+    def translate(self, real_a: torch.Tensor, real_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The visuals for a sample grid, computed without touching training state."""
         raise NotImplementedError
+
+    def sample_rows(self, real_a: torch.Tensor, real_b: torch.Tensor | None) -> list[list[np.ndarray]]:
+        """A sample grid's rows (one per image) of uint8 HxWx3 tiles, one per visual_names entry."""
+        from cyclegan_deploy.frames import from_model
+
+        vis = self.translate(real_a, real_b)
+        tiles = {k: from_model(v.cpu().numpy(), self.cfg.value_range) for k, v in vis.items()}
+        return [[tiles[k][i] for k in self.visual_names] for i in range(len(real_a))]
 
     def end_epoch(self) -> None:
         for scheduler in self.schedulers.values():
@@ -215,13 +237,14 @@ class GanModel:
         return paths
 
     def generator_files(self) -> dict[str, tuple[str, str]]:
-        """net name -> (file tag, direction it maps), honouring --direction BtoA (which swaps the domains)."""
-        raise NotImplementedError
+        """net name -> (file tag, direction it maps), honouring --direction BtoA (which swaps the domains); one
+        generator "G" saved as *_net_G.pth unless a trainer says otherwise."""
+        return {"G": ("G", self.cfg.direction)}
 
     @property
     def generator_AtoB(self) -> nn.Module:
         """The generator that maps the data root's A folder to its B folder."""
-        raise NotImplementedError
+        return self.nets["G"]
 
 
 def flip_direction(direction: str) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 from cyclegan_deploy.artifacts import write_text
 from cyclegan_deploy.errors import ConfigError
 from cyclegan_deploy.machine import allowed_cpus
-from cyclegan_deploy.metadata import ModelMeta
+from cyclegan_deploy.metadata import ModelMeta, sha256_file
 from cyclegan_deploy.train.registry import GeneratorConfig, family_for
 
-MODELS = ("cyclegan", "pix2pix", "distill")
+MODELS = ("cyclegan", "pix2pix", "distill", "srgan")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 NORMS = ("instance", "batch", "none")
 NETDS = ("basic", "n_layers", "pixel")
@@ -33,7 +33,14 @@ PIX2PIX_DEFAULTS: dict[str, Any] = {"netG": "unet_256", "norm": "batch", "dropou
                                     "pool_size": 0, "lambda_L1": 100.0}
 # distillation (GAN Compression's distiller): a narrow 6-block ResNet student, LSGAN, no image pool
 DISTILL_DEFAULTS: dict[str, Any] = {"netG": "resnet_6blocks", "ngf": 16, "pool_size": 0}
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"pix2pix": PIX2PIX_DEFAULTS, "distill": DISTILL_DEFAULTS}
+# SRGAN (Ledig et al. 2017): SRResNet x4, the paper's 96x96 HR crops, batch 16, Adam(1e-4, beta1 0.9), BCE GAN; the
+# epochs fit a CPU (the paper ran 10^6 pretraining and 2x10^5 GAN iterations on a GPU)
+SRGAN_DEFAULTS: dict[str, Any] = {"netG": "srresnet_x4", "crop_size": 96, "load_size": 96, "preprocess": "crop",
+                                  "batch_size": 16, "lr": 1e-4, "beta1": 0.9, "gan_mode": "vanilla", "pool_size": 0,
+                                  "pretrain_epochs": 100, "epochs": 50, "epochs_decay": 50}
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"pix2pix": PIX2PIX_DEFAULTS, "distill": DISTILL_DEFAULTS,
+                                             "srgan": SRGAN_DEFAULTS}
+SR_TRAIN_SCALES = (2, 4)
 
 
 @dataclass
@@ -80,6 +87,12 @@ class TrainConfig:
     lambda_gan: float = 1.0
     lambda_feature: float = 0.01
     gan_real: str = "teacher"  # what distillation's D sees as real: the teacher's outputs | the data's target domain
+    # srgan only: pixel-MSE epochs before the GAN stage (the SRResNet stage), the paper's 1e-3 adversarial weight,
+    # and a torchvision-layout VGG19 state dict for the VGG54 content loss (none: pixel-MSE content)
+    pretrain_epochs: int = 0
+    lambda_adv: float = 1e-3
+    vgg_weights: str = ""
+    vgg_sha256: str = ""
     # run
     seed: int = 0
     device: str = "auto"
@@ -96,6 +109,8 @@ class TrainConfig:
         values: dict[str, Any] = dict(MODEL_DEFAULTS.get(model, {}))
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["model"] = model
+        if values.get("vgg_weights") and not values.get("vgg_sha256") and Path(values["vgg_weights"]).is_file():
+            values["vgg_sha256"] = sha256_file(Path(values["vgg_weights"]))  # --resume refuses another file
         return cls._checked(values, "unknown training option(s): {}")
 
     @classmethod
@@ -116,7 +131,11 @@ class TrainConfig:
 
     @property
     def total_epochs(self) -> int:
-        return self.epochs + self.epochs_decay
+        return self.pretrain_epochs + self.epochs + self.epochs_decay
+
+    @property
+    def scale(self) -> int:
+        return family_for(self.netG, "--arch").scale(self.netG)
 
     def validate(self) -> None:
         """Reject impossible combinations early, with the option to change."""
@@ -131,7 +150,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "epochs_decay", "num_workers", "pool_size"):
+        for name in ("epochs", "epochs_decay", "num_workers", "pool_size", "pretrain_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.total_epochs < 1:
@@ -141,8 +160,9 @@ class TrainConfig:
         if self.preprocess in ("resize_and_crop", "scale_width_and_crop") and self.crop_size > self.load_size:
             raise ConfigError(f"--crop-size {self.crop_size} is larger than --load-size {self.load_size}; "
                               "crop a smaller patch or load larger")
+        self._validate_sr()
         multiple = self.multiple
-        if self.preprocess != "none" and self.crop_size % multiple:
+        if self.model != "srgan" and self.preprocess != "none" and self.crop_size % multiple:
             raise ConfigError(f"--crop-size {self.crop_size} is not a multiple of {multiple}, which {self.netG} "
                               f"needs; use e.g. {max(multiple, self.crop_size // multiple * multiple)}")
         if self.lr <= 0:
@@ -154,6 +174,33 @@ class TrainConfig:
             raise ConfigError("distillation needs a teacher generator; pass it as `cgdeploy distill TEACHER`")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"--max-minutes must be > 0, got {self.max_minutes}")
+
+    def _validate_sr(self) -> None:
+        """SR generators train only as srgan, srgan only SR generators; its crop must split into LR pixels."""
+        scale = self.scale
+        if self.model != "srgan":
+            if scale != 1:
+                raise ConfigError(f"--arch {self.netG} is a super-resolution generator; train it with --model srgan")
+            given = [o for o, v in (("--pretrain-epochs", self.pretrain_epochs), ("--vgg-weights", self.vgg_weights))
+                     if v]
+            if given:
+                raise ConfigError(f"{', '.join(given)}: only for --model srgan")
+            return
+        if scale not in SR_TRAIN_SCALES:
+            raise _not_sr(self.netG)
+        if self.preprocess != "crop":
+            raise ConfigError(f"--preprocess {self.preprocess}: --model srgan takes random aligned crops of "
+                              "--crop-size HR pixels (preprocess crop); drop --preprocess")
+        lr_crop, multiple = self.crop_size // scale, self.multiple
+        if self.crop_size % scale or lr_crop % multiple or lr_crop < 4:
+            fit = max(4 * scale, self.crop_size // (scale * multiple) * scale * multiple)
+            raise ConfigError(f"--crop-size {self.crop_size}: the HR crop must be a multiple of {scale * multiple} "
+                              f"and at least {4 * scale} for {self.netG} (its LR crop is crop/{scale}); use e.g. {fit}")
+        if self.lambda_adv < 0:
+            raise ConfigError(f"--lambda-adv must be >= 0, got {self.lambda_adv}")
+        if self.vgg_weights and not Path(self.vgg_weights).is_file():
+            raise ConfigError(f"--vgg-weights {self.vgg_weights}: no such file; pass a torchvision VGG19 state dict "
+                              "(torch.save(vgg19(weights=...).state_dict(), FILE))")
 
     @property
     def multiple(self) -> int:
@@ -171,7 +218,8 @@ class TrainConfig:
 
     def to_meta(self, **overrides: Any) -> ModelMeta:
         """The model card written into every generator file this run saves."""
-        meta = self.generator().to_meta(model=self.model, direction=self.direction, train_size=self.crop_size)
+        train_size = self.crop_size // self.scale  # an SR card names the LR input side it trained on
+        meta = self.generator().to_meta(model=self.model, direction=self.direction, train_size=train_size)
         for key, value in overrides.items():
             if not hasattr(meta, key):
                 raise ConfigError(f"model card has no field {key!r}")
@@ -206,3 +254,24 @@ class TrainConfig:
             return cls.from_json(path.read_text())
         except (json.JSONDecodeError, TypeError) as e:
             raise ConfigError(f"{path}: unreadable training config ({e}); delete the run dir or fix the file") from e
+
+
+SR_ARCHS = ("srresnet_x4", "srresnet_x2", "rrdbnet_x4", "rrdbnet_x2")
+
+
+def sr_arch(arch: str | None, scale: int | None) -> str:
+    """An SR run's generator: --arch (default srresnet_x<scale>, scale 4), which must upscale by --scale."""
+    if scale is not None and scale not in SR_TRAIN_SCALES:
+        raise ConfigError(f"--scale {scale}: use 2 or 4 (the SR generators here upscale x2 or x4)")
+    if arch is None:
+        return f"srresnet_x{scale or 4}"
+    own = family_for(arch, "--arch").scale(arch)
+    if own not in SR_TRAIN_SCALES:
+        raise _not_sr(arch)
+    if scale is not None and own != scale:
+        raise ConfigError(f"--arch {arch} upscales x{own} but --scale is {scale}; drop one of them or make them agree")
+    return arch
+
+
+def _not_sr(arch: str) -> ConfigError:
+    return ConfigError(f"--model srgan trains x2 or x4 generators ({', '.join(SR_ARCHS)}), not --arch {arch}")

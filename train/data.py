@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cyclegan_deploy.errors import DataError
 from cyclegan_deploy.metadata import REFERENCE_RANGE
 from cyclegan_deploy.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from cyclegan_deploy.train.sr_dataset import SRDataset
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 Key = tuple[int, int]  # (index, per-sample seed) as yielded by EpochSampler
@@ -233,9 +236,15 @@ class SingleDataset(_ImageDataset):
         return {"A": apply_transform(img, self.cfg, params), "A_path": str(path)}
 
 
-def build_dataset(cfg: TrainConfig, phase: str = "train") -> UnpairedDataset | AlignedDataset | SingleDataset:
+def build_dataset(cfg: TrainConfig, phase: str = "train"
+                  ) -> UnpairedDataset | AlignedDataset | SingleDataset | SRDataset:
     """The reference's dataset mode for the model: unaligned for CycleGAN, aligned for pix2pix. Distillation
-    takes either layout (the target domain then feeds its discriminator) or any folder of input images."""
+    takes either layout (the target domain then feeds its discriminator) or any folder of input images; srgan
+    takes HR (+ LR) pairs (train/sr_dataset.py)."""
+    if cfg.model == "srgan":
+        from cyclegan_deploy.train.sr_dataset import SRDataset
+
+        return SRDataset(cfg, cfg.dataroot, phase)
     if cfg.model == "distill":
         root = Path(cfg.dataroot)
         if (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir():

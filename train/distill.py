@@ -148,10 +148,6 @@ class Distiller(GanModel):
     def generator_files(self) -> dict[str, tuple[str, str]]:
         return {"G": ("G", self.teacher_meta.direction)}
 
-    @property
-    def generator_AtoB(self) -> nn.Module:
-        return self.nets["G"]
-
     def save_generators(self, run_dir: Path, prefix: str) -> list[Path]:
         """The student's file carries a card like any generator's plus extra["distill"]: the teacher, the MACs of
         both and the loss weights and latest values."""

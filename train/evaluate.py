@@ -7,7 +7,8 @@ Measured in what a user sees (uint8 images after the card's output mapping):
 - task PSNR vs the true mapping on the built-in data's held-out pairs, for both, when the data root is the
   built-in known-mapping set (`cgdeploy data synth`);
 - convolution MACs of both at 256x256 and 720x1280 and their ratio.
-Without --against only MACs and task PSNR are reported.
+Without --against only MACs and task PSNR are reported. Super-resolution generators (card scale > 1) are scored
+by train/sr_eval.py instead: SR and bicubic vs HR, PSNR/SSIM on Y.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def translate_each(net: nn.Module, meta: ModelMeta, images: list[np.ndarray], de
     images of different sizes mix."""
     from cyclegan_deploy.train.synthetic import translate_uint8
 
-    return [translate_uint8(net, img[None], device=device, multiple=meta.multiple)[0] for img in images]
+    return [translate_uint8(net, img[None], device=device, multiple=meta.multiple, input_range=meta.input_range,
+                            output_range=meta.output_range, scale=meta.scale)[0] for img in images]
 
 
 def input_split(meta: ModelMeta) -> str:
@@ -120,7 +122,7 @@ def _macs(meta: ModelMeta) -> dict[str, int]:
     return sized_macs(card_config(meta))
 
 
-def _describe(path: Path, meta: ModelMeta) -> dict[str, Any]:
+def describe(path: Path, meta: ModelMeta) -> dict[str, Any]:
     return {"file": str(path), "sha256": meta.source_sha256, "arch": meta.arch, "ngf": meta.ngf,
             "n_blocks": meta.n_blocks, "direction": meta.direction}
 
@@ -134,10 +136,9 @@ def evaluate(generator: str | Path, against: str | Path | None = None, data: str
     g_path = resolve_generator_path(generator)
     g_net, g_meta = load_generator(g_path)
     _check_device(device)
-    if not 16 <= photo_side <= MAX_PHOTO_SIDE:
+    if g_meta.scale == 1 and not 16 <= photo_side <= MAX_PHOTO_SIDE:
         raise ConfigError(f"--photo-size {photo_side}: use 16 to {MAX_PHOTO_SIDE} pixels")
-    report: dict[str, Any] = {"generator": _describe(g_path, g_meta)}
-    g_macs = _macs(g_meta)
+    report: dict[str, Any] = {"generator": describe(g_path, g_meta)}
     nets = {"generator": (g_net, g_meta)}
     if against is not None:
         t_path = resolve_generator_path(against)
@@ -148,15 +149,22 @@ def evaluate(generator: str | Path, against: str | Path | None = None, data: str
         if (t_meta.scale, t_meta.output_nc) != (g_meta.scale, g_meta.output_nc):
             raise ConfigError(f"{t_path}: makes scale {t_meta.scale}, {t_meta.output_nc} channels but {g_path} "
                               f"scale {g_meta.scale}, {g_meta.output_nc} channels; compare generators of one task")
-        report["against"] = _describe(t_path, t_meta)
+        report["against"] = describe(t_path, t_meta)
         nets["against"] = (t_net, t_meta)
-        t_macs = _macs(t_meta)
+    for net, _ in nets.values():
+        net.to(device).eval()
+    if g_meta.scale != 1:  # super-resolution: SR (and --against's) and bicubic vs HR on the Y channel
+        from cyclegan_deploy.train.sr_eval import run_score
+
+        root = Path(data) if data is not None else None
+        return {"task": "super-resolution"} | report | run_score(nets, root, g_meta.scale, device)
+    g_macs = _macs(g_meta)
+    if against is not None:
+        t_macs = _macs(nets["against"][1])
         report["macs"] = {size: {"generator": g_macs[size], "against": t_macs[size],
                                  "ratio": round(t_macs[size] / max(1, g_macs[size]), 2)} for size in g_macs}
     else:
         report["macs"] = {size: {"generator": g_macs[size]} for size in g_macs}
-    for net, _ in nets.values():
-        net.to(device).eval()
 
     root = Path(data) if data is not None else None
     if root is not None and not root.is_dir():
@@ -192,6 +200,10 @@ def evaluate(generator: str | Path, against: str | Path | None = None, data: str
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The report as a few plain lines for the terminal."""
+    if report.get("task") == "super-resolution":
+        from cyclegan_deploy.train.sr_eval import sr_summary_lines
+
+        return sr_summary_lines(report)
     g = report["generator"]
     lines = [f"generator {Path(g['file']).name}: {g['arch']} ngf {g['ngf']}"]
     if "against" in report:

@@ -29,7 +29,6 @@ import torch
 
 from cyclegan_deploy.artifacts import write_json
 from cyclegan_deploy.errors import CheckpointError, ConfigError
-from cyclegan_deploy.frames import from_model
 from cyclegan_deploy.outputs import check_writable, locked, output_errors, removed_if_failed
 from cyclegan_deploy.train.base import GanModel, check_memory, resolve_device
 from cyclegan_deploy.train.checkpoints import atomic_save, safe_load
@@ -40,16 +39,18 @@ from cyclegan_deploy.train.distill import Distiller
 from cyclegan_deploy.train.losses import python_rng_state, set_python_rng_state
 from cyclegan_deploy.train.pix2pix import Pix2Pix
 from cyclegan_deploy.train.runlog import LOSSES_CSV, LOSSES_PNG, LossLog, plot_losses, save_grid
+from cyclegan_deploy.train.srgan import SRGAN
 from cyclegan_deploy.train.synthetic import evaluate_synthetic, is_synthetic
 
-TRAINERS: dict[str, type[GanModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix, "distill": Distiller}
+TRAINERS: dict[str, type[GanModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix, "distill": Distiller, "srgan": SRGAN}
 STATE_FORMAT = "cgdeploy-train-state"
 CHECKPOINT = Path("checkpoints") / "latest.pt"
 SYNTHETIC_EVAL = "synthetic_eval.json"
 DISTILL_EVAL = "distill_eval.json"  # student vs teacher at the end of a distillation (train/evaluate.py)
+SR_EVAL = "sr_eval.json"  # SR and bicubic vs HR on the held-out pairs at the end of an srgan run (train/sr_eval.py)
 # options that may change when a run is resumed; anything else would make it a different run
 RESUMABLE = frozenset({"dataroot", "run_dir", "epochs", "epochs_decay", "max_minutes", "num_workers", "device",
-                       "save_every", "samples"})
+                       "save_every", "samples", "vgg_weights"})  # vgg_weights: the path; its sha256 is fixed
 
 Log = Callable[[str], None]
 
@@ -242,10 +243,7 @@ class _Run:
                      "model": self.model.state_dict(), "rng": rng_state()}, self.ckpt_path)
 
     def save_samples(self, name: str) -> None:
-        vis = self.model.translate(self.sample_a, self.sample_b)
-        tiles = {k: from_model(v.cpu().numpy(), self.cfg.value_range) for k, v in vis.items()}
-        rows = [[tiles[k][i] for k in self.model.visual_names] for i in range(len(self.sample_a))]
-        save_grid(rows, self.run_dir / "samples" / f"{name}.png")
+        save_grid(self.model.sample_rows(self.sample_a, self.sample_b), self.run_dir / "samples" / f"{name}.png")
 
     def end_of_epoch_outputs(self, done: int) -> None:
         self.save_samples(f"epoch_{done:03d}")
@@ -264,7 +262,7 @@ def clear_run(run_dir: Path) -> None:
     for name in (CHECKPOINT.parent, "samples"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
     for path in (run_dir / CONFIG_NAME, run_dir / LOSSES_CSV, run_dir / LOSSES_PNG, run_dir / SYNTHETIC_EVAL,
-                 run_dir / DISTILL_EVAL,
+                 run_dir / DISTILL_EVAL, run_dir / SR_EVAL,
                  *run_dir.glob("*_net_*.pth")):
         path.unlink(missing_ok=True)
 
@@ -359,6 +357,12 @@ def _train(cfg: TrainConfig, resume: bool, force: bool, progress: bool | None, l
     if cfg.model == "cyclegan" and is_synthetic(cfg.dataroot):
         result.synthetic = evaluate_synthetic(model.generator_AtoB, cfg.dataroot, str(run.device), cfg.multiple)
         write_json(run.run_dir / SYNTHETIC_EVAL, result.synthetic)
+    if cfg.model == "srgan":
+        from cyclegan_deploy.train.sr_eval import evaluate_run
+
+        run.log("evaluating SR and bicubic against HR on the held-out pairs")
+        result.evaluation = evaluate_run(run.run_dir, cfg.dataroot, str(run.device))
+        write_json(run.run_dir / SR_EVAL, result.evaluation)
     if cfg.model == "distill":
         from cyclegan_deploy.metadata import sha256_file
         from cyclegan_deploy.train.evaluate import evaluate

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from cyclegan_deploy.train.base import GanModel, set_requires_grad
@@ -67,10 +66,3 @@ class Pix2Pix(GanModel):
         if real_b is not None:
             out["real_B"] = real_b
         return {k: v.float() for k, v in out.items()}
-
-    def generator_files(self) -> dict[str, tuple[str, str]]:
-        return {"G": ("G", self.cfg.direction)}
-
-    @property
-    def generator_AtoB(self) -> nn.Module:
-        return self.nets["G"]

@@ -11,8 +11,10 @@ This module needs only numpy + Pillow; `evaluate_synthetic` imports torch when c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from PIL import Image
 
 from cyclegan_deploy.artifacts import atomic_dir
 from cyclegan_deploy.errors import DataError, OutputError
+from cyclegan_deploy.metadata import REFERENCE_RANGE
 from cyclegan_deploy.outputs import check_writable, locked, output_errors, refuse_existing, removed_if_failed
 from cyclegan_deploy.quality import psnr
 
@@ -164,27 +167,36 @@ def write_synthetic(out: str | Path, n_train: int = 400, n_test: int = 50, size:
         raise DataError(f"--n-train and --n-test must be >= 1 (got {n_train}, {n_test})")
     if size < 16:
         raise DataError(f"--size must be >= 16 pixels, got {size}")
-    _refuse_existing(out, overwrite)
     mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
+    with new_dataset_dir(out, overwrite, 2 * (n_train + n_test), size) as tmp:
+        for folder in ("trainA", "trainB", "testA", "testB_true"):
+            (tmp / folder).mkdir()
+        for i in range(n_train):
+            _save_png(scene(seed, "trainA", i, size), tmp / "trainA" / f"{i:06d}.png")
+            _save_png(apply_mapping(scene(seed, "trainB", i, size), mapping), tmp / "trainB" / f"{i:06d}.png")
+        for i in range(n_test):
+            a = scene(seed, "testA", i, size)
+            _save_png(a, tmp / "testA" / f"{i:06d}.png")
+            _save_png(apply_mapping(a, mapping), tmp / "testB_true" / f"{i:06d}.png")
+        card = {"format": FORMAT, "mapping": mapping, "seed": seed, "size": size, "n_train": n_train,
+                "n_test": n_test, "layout": "trainA: scenes; trainB: f(other scenes); testB_true: f(testA)"}
+        (tmp / MAPPING_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+@contextlib.contextmanager
+def new_dataset_dir(out: Path, overwrite: bool, n_images: int, size: int) -> Iterator[Path]:
+    """The temp folder a built-in dataset is written into, renamed to OUT when the block ends without error (OUT
+    is complete or absent). An existing non-empty OUT is refused unless overwrite (--force); memory and disk for
+    `n_images` images of up to size x size are checked first; OUT is locked meanwhile."""
+    _refuse_existing(out, overwrite)
     with removed_if_failed(out.parent), output_errors(out):
         check_writable(out.parent)
-        _check_resources(out, 2 * (n_train + n_test), size)
-        # two `data synth` of one folder: the second is refused (PID named), and re-checks after the first won
+        _check_resources(out, n_images, size)
+        # two writers of one folder: the second is refused (PID named), and re-checks after the first won
         with locked(out, option="OUT_DIR"), atomic_dir(out, replace=True) as tmp:
             _refuse_existing(out, overwrite)
-            for folder in ("trainA", "trainB", "testA", "testB_true"):
-                (tmp / folder).mkdir()
-            for i in range(n_train):
-                _save_png(scene(seed, "trainA", i, size), tmp / "trainA" / f"{i:06d}.png")
-                _save_png(apply_mapping(scene(seed, "trainB", i, size), mapping), tmp / "trainB" / f"{i:06d}.png")
-            for i in range(n_test):
-                a = scene(seed, "testA", i, size)
-                _save_png(a, tmp / "testA" / f"{i:06d}.png")
-                _save_png(apply_mapping(a, mapping), tmp / "testB_true" / f"{i:06d}.png")
-            card = {"format": FORMAT, "mapping": mapping, "seed": seed, "size": size, "n_train": n_train,
-                    "n_test": n_test, "layout": "trainA: scenes; trainB: f(other scenes); testB_true: f(testA)"}
-            (tmp / MAPPING_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    return out
+            yield tmp
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
@@ -226,8 +238,10 @@ def _load_pairs(data_root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def translate_uint8(generator: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 16,
-                    multiple: int = 4) -> np.ndarray:
-    """Run a generator on uint8 NHWC images (reflect-padded to its multiple, cropped back) -> uint8 NHWC."""
+                    multiple: int = 4, input_range: Sequence[float] = REFERENCE_RANGE,
+                    output_range: Sequence[float] = REFERENCE_RANGE, scale: int = 1) -> np.ndarray:
+    """Run a generator on uint8 NHWC images (reflect-padded to its multiple, cropped back) -> uint8 NHWC, the
+    card's value ranges and scale applied (super-resolution: scale x the input's height and width)."""
     import torch
 
     from cyclegan_deploy.frames import crop, from_model, pad_to_multiple, to_model
@@ -236,9 +250,9 @@ def translate_uint8(generator: nn.Module, images: np.ndarray, device: str = "cpu
     outs = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            x = pad_to_multiple(to_model(images[i:i + batch_size]), multiple)
+            x = pad_to_multiple(to_model(images[i:i + batch_size], input_range), multiple)
             y = generator(torch.from_numpy(x).to(device)).float().cpu().numpy()
-            outs.append(from_model(crop(y, h, w)))
+            outs.append(from_model(crop(y, h, w, scale), output_range))
     return np.concatenate(outs)
 
 

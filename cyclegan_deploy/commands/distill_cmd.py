@@ -90,15 +90,18 @@ def register(app: typer.Typer) -> None:
         generator: Path = typer.Argument(..., help="Generator to judge: run dir, generator file or reference .pth."),
         against: Path | None = typer.Option(None, "--against", help="Reference generator (e.g. the teacher)."),
         data: Path | None = typer.Option(None, "--data", help="Images: a data root (its testA/, or testB/ for a BtoA "
-                                                              "generator) or a folder. Default: the generator's "
-                                                              "run data root, else --against's."),
+                                                              "generator; test/hr + test/lr for SR) or a folder (HR "
+                                                              "images for SR). Default: the generator's run data "
+                                                              "root, else --against's (SR: else the bundled "
+                                                              "photographs)."),
         json_out: Path | None = typer.Option(None, "--json", help="Also write the full report here."),
         photo_size: int = typer.Option(256, "--photo-size", help="Side of the natural photographs."),
         device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
         force: bool = FORCE,
     ) -> None:
         """PSNR/SSIM of a generator against another on held-out images and natural photos, task PSNR on the
-        built-in data, and the MACs of both."""
+        built-in data, and the MACs of both; for a super-resolution generator PSNR/SSIM on Y (crop_border =
+        scale) of SR and of bicubic upscaling (and --against) vs HR."""
         from cyclegan_deploy.artifacts import write_json
         from cyclegan_deploy.outputs import refuse_existing
         from cyclegan_deploy.train.distill import teacher_data

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from cli_checks import leftovers, one_error, run_cli, sha256
+from run_checks import ctrl_c_at
 
 torch = pytest.importorskip("torch")
 
@@ -166,12 +165,8 @@ def test_distillation_loss_falls_and_the_student_comes_closer_to_the_teacher(
 
 def _split_run(teacher: Path, run: Path, stop_at: int) -> None:
     """Ctrl-C at `stop_at`, then a resume stopped by a tiny --max-minutes, then a resume to the end."""
-    def ctrl_c(iteration: int, _losses: dict[str, float]) -> None:
-        if iteration == stop_at:
-            os.kill(os.getpid(), signal.SIGINT)
-
     with pytest.raises(KeyboardInterrupt):
-        train(_student_cfg(teacher, run), on_step=ctrl_c)
+        train(_student_cfg(teacher, run), on_step=ctrl_c_at(stop_at))
     assert _state(run)["iteration"] == stop_at
     middle = train(resume_config(run, max_minutes=1e-6), resume=True)  # stops after its first step
     assert middle.stopped_early and stop_at < middle.iterations < 24

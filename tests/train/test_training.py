@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
+from run_checks import ctrl_c_at
 
 torch = pytest.importorskip("torch")
 
@@ -142,12 +141,8 @@ def test_tiny_cyclegan_generator_losses_fall_and_outputs_are_usable(synth: Path,
 
 
 def _split_run(synth: Path, run: Path, stop_at: int, **kw: Any) -> None:
-    def ctrl_c(iteration: int, _losses: dict[str, float]) -> None:
-        if iteration == stop_at:
-            os.kill(os.getpid(), signal.SIGINT)
-
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(synth, run, **kw), on_step=ctrl_c)
+        train(_cfg(synth, run, **kw), on_step=ctrl_c_at(stop_at))
     assert (run / CHECKPOINT).is_file()
     train(resume_config(run), resume=True)
 
