@@ -53,6 +53,7 @@ def _register() -> None:
         doctor_cmd,
         export_cmd,
         media_cmd,
+        serve_cmd,
         train_cmd,
     )
 
@@ -61,6 +62,7 @@ def _register() -> None:
     export_cmd.register(app)
     media_cmd.register(app)
     batch_cmd.register(app)
+    serve_cmd.register(app)
     bench_cmd.register(app)
     doctor_cmd.register(app)
 

@@ -6,7 +6,7 @@ Each passes --force (the one overwrite rule) and the model file (named in messag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -47,6 +47,11 @@ PRESET = typer.Option("veryfast", "--preset", help="x264/x265 preset (ultrafast 
 PIX_FMT = typer.Option(None, "--pix-fmt", help="Encoder pixel format (default yuv420p; yuv444p for odd sizes with "
                                                "h264/hevc to keep the size).")
 NO_AUDIO = typer.Option(False, "--no-audio", help="Drop the audio instead of copying it.")
+TILE = typer.Option(None, "--tile", min=1, help="Run the model on tiles of this many pixels (frames too large for "
+                                                "memory or a TensorRT profile; super-resolution models, not "
+                                                "instance-norm ones). Default: whole frames.")
+TILE_OVERLAP = typer.Option(16, "--tile-overlap", min=0, help="Pixels of context around each tile, discarded from "
+                                                              "its output (no seams when >= the model's reach).")
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -54,12 +59,14 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 
 def _open_backend(artifact: Path, backend: str, device: str, precision: str | None, threads: int | None,
-                  throughput: bool = False) -> Backend:
+                  throughput: bool = False, **options: Any) -> Backend:
+    """load_backend with the commands' error wording; `options` go to the backend (a False/None one is ignored by
+    backends that do not take it, e.g. `serve`'s spin=False)."""
     from cyclegan_deploy.backends import load_backend
 
     try:
         return load_backend(artifact, backend=backend, device=device, precision=precision, threads=threads,
-                            performance_hint="THROUGHPUT" if throughput else None)
+                            performance_hint="THROUGHPUT" if throughput else None, **options)
     except CheckpointError as e:  # the checkpoint reader names what it found; the file is named here
         if str(artifact) in str(e):
             raise
@@ -67,6 +74,21 @@ def _open_backend(artifact: Path, backend: str, device: str, precision: str | No
     except ConfigError as e:
         if throughput and "performance_hint" in str(e):  # another backend refusing the OpenVINO option
             raise ConfigError(f"--throughput is OpenVINO's throughput mode ({e}); add --backend openvino") from e
+        raise
+
+
+def _open(artifact: Path, backend: str, device: str, precision: str | None, threads: int | None, throughput: bool,
+          tile: int | None, overlap: int) -> Backend:
+    """_open_backend, wrapped in a TiledBackend with --tile."""
+    be = _open_backend(artifact, backend, device, precision, threads, throughput)
+    if tile is None:
+        return be
+    from cyclegan_deploy.tiling import TiledBackend
+
+    try:
+        return TiledBackend(be, tile, overlap)
+    except BaseException:
+        be.close()
         raise
 
 
@@ -101,6 +123,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         threads: int | None = THREADS,
         throughput: bool = THROUGHPUT,
         inflight: int | None = INFLIGHT,
+        tile: int | None = TILE,
+        tile_overlap: int = TILE_OVERLAP,
         no_audio: bool = NO_AUDIO,
         progress: bool = PROGRESS,
         force: bool = FORCE,
@@ -113,7 +137,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                             codec=codec, preset=preset, pix_fmt=pix_fmt, size=_size(size), audio=not no_audio,
                             progress=progress, force=force, model=artifact, inflight=inflight)
         # OS errors while writing (disk full mid-encode: FFmpeg's carry no file name) name the output
-        with output_errors(output), _open_backend(artifact, backend, device, precision, threads, throughput) as be:
+        with output_errors(output), _open(artifact, backend, device, precision, threads, throughput, tile,
+                                                    tile_overlap) as be:
             report = translate_video(src, output, be, opts)
         typer.echo(report.summary())
 
@@ -132,6 +157,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         threads: int | None = THREADS,
         throughput: bool = THROUGHPUT,
         inflight: int | None = INFLIGHT,
+        tile: int | None = TILE,
+        tile_overlap: int = TILE_OVERLAP,
         progress: bool = PROGRESS,
         force: bool = typer.Option(False, "--force", help="Replace output files that already exist (otherwise the "
                                                           "run is refused before any work, naming them)."),
@@ -140,7 +167,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         from cyclegan_deploy.images import translate_images
 
         artifact = resolve_artifact(engine, model, checkpoint)
-        with output_errors(output), _open_backend(artifact, backend, device, precision, threads, throughput) as be:
+        with output_errors(output), _open(artifact, backend, device, precision, threads, throughput, tile,
+                                                    tile_overlap) as be:
             report = translate_images(src, output, be, batch=batch, size=_size(size), force=force,
                                       progress=progress, model=artifact, inflight=inflight)
         typer.echo(report.summary())

@@ -8,6 +8,8 @@ segment. An error the pipeline raises (a damaged input) is not retried: it fails
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -17,14 +19,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError, ConfigError
+from cyclegan_deploy import machine
+from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError
 from cyclegan_deploy.scale.worker import SegmentResult, SegmentWorker
 
 if TYPE_CHECKING:
     from cyclegan_deploy.scale.batch import BatchOptions
 
 
-def _ray() -> Any:
+def import_ray() -> Any:
     try:
         import ray
     except ImportError as e:
@@ -39,21 +42,47 @@ def _cause(e: Exception) -> str:
     if isinstance(cause, CgDeployError):
         return str(cause)
     if cause is not None:
-        return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
-    return str(e).strip().splitlines()[0]
+        return f"{type(cause).__name__}: {_first_line(cause)}"
+    return _first_line(e)
 
 
-def _signal_handlers() -> dict[int, Any]:
-    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def _restore(handlers: dict[int, Any]) -> None:
-    """ray.init replaces the driver's SIGTERM handler with one that exits at once (exit 1, workers and temp
-    files left behind); the CLI's own turns SIGTERM into the interrupt every cleanup path handles (exit 143)."""
-    if threading.current_thread() is threading.main_thread():
-        for sig, handler in handlers.items():
-            if handler is not None:
-                signal.signal(sig, handler)
+def start_ray(address: str | None) -> str:
+    """ray.init for `batch` and `serve`, unless the caller's Ray is already up. Returns "existing", "local" (an
+    instance of our own: stop it after) or "joined" (a cluster: disconnect after, leave it running).
+
+    address None means a local instance, never a cluster that RAY_ADDRESS or an earlier `ray start` left on this
+    machine (attaching to that by surprise would run on someone else's resources). ray.init replaces the
+    driver's SIGINT/SIGTERM handlers with ones that exit at once (exit 1, workers and temp files left behind):
+    the CLI's own are put back, which turn SIGTERM into the interrupt every cleanup path handles (exit 143)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return "existing"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-report thread or prompt for a CLI
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if address is None:
+            ray.init(address="local", num_cpus=machine.allowed_cpus(), include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        root: BaseException = e
+        while root.__cause__ is not None:  # "Failed to connect" hides why (a missing auth token...)
+            root = root.__cause__
+        why = _first_line(e)[:160] + ("" if root is e else f": {_first_line(root)[:300]}")
+        raise BackendUnavailableError(f"--address {address or 'local'}: Ray did not start or connect ({why}); "
+                                      "check the address (`ray start --head` makes a cluster), or leave --address "
+                                      "out for a local instance") from e
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+    return "local" if address is None else "joined"
 
 
 class RayWorkers:
@@ -65,7 +94,7 @@ class RayWorkers:
         self.busy: dict[Any, tuple[int, Any]] = {}  # object ref -> (worker index, the caller's tag)
         self.restarts = 0
         self.backend = self.address = ""
-        self.started = False
+        self.mode = "existing"  # start_ray's answer
 
     @property
     def size(self) -> int:
@@ -78,17 +107,8 @@ class RayWorkers:
     def __enter__(self) -> RayWorkers:
         from cyclegan_deploy.scale.batch import default_workers
 
-        ray, opts = _ray(), self.opts
-        if not ray.is_initialized():
-            handlers = _signal_handlers()
-            try:
-                ray.init(address=opts.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ConfigError(f"--address {opts.address}: cannot reach a Ray cluster ({_cause(e)}); start one "
-                                  "with `ray start --head` or leave --address out for a local instance") from e
-            finally:
-                _restore(handlers)
-            self.started = True
+        ray = import_ray()
+        self.mode = start_ray(self.opts.address)
         try:
             self._start_workers(ray, default_workers)
         except BaseException:
@@ -120,14 +140,14 @@ class RayWorkers:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
-        ray = _ray()
-        if self.started:  # our own instance: shutting it down stops the workers
-            ray.shutdown()
-        else:  # a cluster others use: stop only our workers
+        ray = import_ray()
+        if self.mode != "local":  # a cluster others use: stop only our workers (shutdown stops all of a local one)
             for a in self.actors:
                 with contextlib.suppress(Exception):
                     ray.kill(a, no_restart=True)
         self.actors = []
+        if self.mode != "existing":
+            ray.shutdown()
 
     def submit(self, tag: Any, src: str, part: str, start: Fraction, duration: Fraction | None) -> None:
         i = self.idle.pop(0)
@@ -135,7 +155,7 @@ class RayWorkers:
 
     def collect(self, timeout: float) -> Iterator[tuple[Any, SegmentResult | None, str | None]]:
         """(tag, result, None) or (tag, None, error) for each call that ended within `timeout` seconds."""
-        ray = _ray()
+        ray = import_ray()
         ready, _ = ray.wait(list(self.busy), num_returns=len(self.busy), timeout=timeout)
         for ref in ready:
             i, tag = self.busy.pop(ref)
@@ -160,7 +180,7 @@ class RayWorkers:
 
     def running_frames(self) -> int:
         """Frames the busy workers have written of their current segments (0 for one not answering now)."""
-        ray, total = _ray(), 0
+        ray, total = import_ray(), 0
         for i, _ in self.busy.values():
             with contextlib.suppress(Exception):
                 total += ray.get(self.actors[i].progress.remote(), timeout=0.2)

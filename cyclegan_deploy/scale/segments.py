@@ -44,7 +44,7 @@ def keyframe_times(path: Path) -> list[Fraction]:
     try:
         with av.open(str(path)) as c:
             vs = c.streams.video[0]
-            tb = Fraction(vs.time_base)
+            tb = Fraction(vs.time_base or 1)  # demuxed streams always have one
             for packet in c.demux(vs):
                 if packet.is_keyframe and packet.pts is not None:
                     times.append(packet.pts * tb)
@@ -78,7 +78,7 @@ def _video_packets(part: Path, shift_s: Fraction, stream: Any) -> Iterator[tuple
 
     with av.open(str(part)) as c:
         vs = c.streams.video[0]
-        tb = Fraction(vs.time_base)
+        tb = Fraction(vs.time_base or 1)  # demuxed streams always have one
         shift, step = round(shift_s / tb), max(1, round(1 / (Fraction(vs.average_rate or 30) * tb)))
         for packet in _with_dts(c.demux(vs), step):
             packet.pts = None if packet.pts is None else packet.pts + shift

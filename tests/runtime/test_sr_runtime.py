@@ -114,3 +114,24 @@ def test_bench_counts_macs_per_output_pixel(sr_models, tmp_path, capsys) -> None
     assert macs["macs"] == 9 * (lr + hr) and macs["from"] == "onnx"
     assert macs["output"] == "64x80" and macs["macs_per_output_px"] == round(macs["macs"] / (64 * 80))
     assert "MAC per output pixel (64x80)" in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_cli_tile_option(sr_models, tiny_onnx, tmp_path, capsys) -> None:
+    """`translate --tile`: the same picture as untiled (within a uint8 level); CycleGAN models refuse tiling."""
+    from cli_checks import one_error, run_cli
+    from PIL import Image
+
+    rgb = (np.random.default_rng(1).uniform(0, 255, (80, 90, 3))).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    outs = {}
+    for name, extra in (("whole", []), ("tiled", ["--tile", "64", "--tile-overlap", "20"])):
+        code, _, err = run_cli(capsys, "translate", tmp_path / "in.png", "-o", tmp_path / name, "--model",
+                               sr_models["rrdbnet_x4"], *extra)
+        assert code == 0, err
+        outs[name] = np.asarray(Image.open(tmp_path / name / "in.png")).astype(int)
+    assert outs["whole"].shape == (320, 360, 3)
+    assert np.abs(outs["whole"] - outs["tiled"]).max() <= 1
+    code, _, err = run_cli(capsys, "translate", tmp_path / "in.png", "-o", tmp_path / "cg", "--model", tiny_onnx,
+                           "--tile", "64")
+    assert code == 1
+    one_error(err, "instance norm", alone=True)
