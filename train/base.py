@@ -103,10 +103,13 @@ def check_memory(cfg: TrainConfig, device: torch.device, passes: tuple[int, int]
 def linear_decay(cfg: TrainConfig) -> Any:
     """The reference's LambdaRule with epoch_count 1, stepped at the end of each epoch: epochs 1..n_epochs at
     the full lr, then epoch n_epochs + k at lr * (1 - k / (n_epochs_decay + 1)). SRGAN's pretraining epochs
-    come first, at the full lr."""
+    come first, at the full lr (the last `pretrain_decay` of them falling linearly, then back to the full lr)."""
     constant = cfg.total_epochs - cfg.epochs_decay
+    pre, pre_decay = cfg.pretrain_epochs, cfg.pretrain_decay
 
     def rule(epoch: int) -> float:
+        if epoch < pre and pre_decay:  # SRGAN's pixel stage with --pretrain-decay: its own linear fall
+            return 1.0 - max(0, epoch + 1 - (pre - pre_decay)) / float(pre_decay + 1)
         return 1.0 - max(0, epoch + 1 - constant) / float(cfg.epochs_decay + 1)
 
     return rule

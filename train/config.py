@@ -90,6 +90,10 @@ class TrainConfig:
     # srgan only: pixel-MSE epochs before the GAN stage (the SRResNet stage), the paper's 1e-3 adversarial weight,
     # and a torchvision-layout VGG19 state dict for the VGG54 content loss (none: pixel-MSE content)
     pretrain_epochs: int = 0
+    # the last N of them with the lr falling linearly towards 0 (then the GAN stage starts at the full lr): a
+    # short pixel stage ends far from converged at a constant lr, and its model (pretrained_net_G.pth) is the
+    # PSNR-oriented one. 0: constant, as the paper's 10^6-iteration stage.
+    pretrain_decay: int = 0
     lambda_adv: float = 1e-3
     vgg_weights: str = ""
     vgg_sha256: str = ""
@@ -150,7 +154,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "epochs_decay", "num_workers", "pool_size", "pretrain_epochs"):
+        for name in ("epochs", "epochs_decay", "num_workers", "pool_size", "pretrain_epochs", "pretrain_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.total_epochs < 1:
@@ -181,11 +185,15 @@ class TrainConfig:
         if self.model != "srgan":
             if scale != 1:
                 raise ConfigError(f"--arch {self.netG} is a super-resolution generator; train it with --model srgan")
-            given = [o for o, v in (("--pretrain-epochs", self.pretrain_epochs), ("--vgg-weights", self.vgg_weights))
+            given = [o for o, v in (("--pretrain-epochs", self.pretrain_epochs),
+                                    ("--pretrain-decay", self.pretrain_decay), ("--vgg-weights", self.vgg_weights))
                      if v]
             if given:
                 raise ConfigError(f"{', '.join(given)}: only for --model srgan")
             return
+        if self.pretrain_decay > self.pretrain_epochs:
+            raise ConfigError(f"--pretrain-decay {self.pretrain_decay}: at most --pretrain-epochs "
+                              f"({self.pretrain_epochs})")
         if scale not in SR_TRAIN_SCALES:
             raise _not_sr(self.netG)
         if self.preprocess != "crop":

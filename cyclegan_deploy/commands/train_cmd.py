@@ -52,6 +52,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                                                                "arch: srresnet_x<scale>)."),
         pretrain_epochs: int | None = typer.Option(None, "--pretrain-epochs",
                                                    help="srgan: pixel-MSE epochs before the GAN stage (100)."),
+        pretrain_decay: int | None = typer.Option(None, "--pretrain-decay", help="srgan: the last N pixel-stage "
+                                                  "epochs with the lr falling linearly (0: constant, the paper's)."),
         lambda_adv: float | None = typer.Option(None, "--lambda-adv", help="srgan: adversarial weight (1e-3)."),
         vgg_weights: Path | None = typer.Option(None, "--vgg-weights", help="srgan: torchvision VGG19 state dict "
                                                                            "for the VGG54 content loss (default: "
@@ -94,7 +96,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                    "pool_size": pool_size, "lambda_A": lambda_a, "lambda_B": lambda_b,
                    "lambda_identity": lambda_identity, "lambda_L1": lambda_l1, "direction": direction, "seed": seed,
                    "device": device, "amp": amp or None, "num_workers": workers, "save_every": save_every,
-                   "max_minutes": max_minutes, "pretrain_epochs": pretrain_epochs, "lambda_adv": lambda_adv,
+                   "max_minutes": max_minutes, "pretrain_epochs": pretrain_epochs,
+                   "pretrain_decay": pretrain_decay, "lambda_adv": lambda_adv,
                    "vgg_weights": str(vgg_weights) if vgg_weights is not None else None}
         saved = TrainConfig.load(output) if resume else None
         if saved is not None and scale is not None and arch is None and saved.scale != scale:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cyclegan_deploy import machine
 from cyclegan_deploy.errors import BackendUnavailableError, CgDeployError
 from cyclegan_deploy.scale.worker import SegmentResult, SegmentWorker
+from cyclegan_deploy.video.probe import one_line
 
 if TYPE_CHECKING:
     from cyclegan_deploy.scale.batch import BatchOptions
@@ -42,12 +43,8 @@ def _cause(e: Exception) -> str:
     if isinstance(cause, CgDeployError):
         return str(cause)
     if cause is not None:
-        return f"{type(cause).__name__}: {_first_line(cause)}"
-    return _first_line(e)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"{type(cause).__name__}: {one_line(cause)}"
+    return one_line(e)
 
 
 def start_ray(address: str | None) -> str:
@@ -73,7 +70,7 @@ def start_ray(address: str | None) -> str:
         root: BaseException = e
         while root.__cause__ is not None:  # "Failed to connect" hides why (a missing auth token...)
             root = root.__cause__
-        why = _first_line(e)[:160] + ("" if root is e else f": {_first_line(root)[:300]}")
+        why = one_line(e)[:160] + ("" if root is e else f": {one_line(root)[:300]}")
         raise BackendUnavailableError(f"--address {address or 'local'}: Ray did not start or connect ({why}); "
                                       "check the address (`ray start --head` makes a cluster), or leave --address "
                                       "out for a local instance") from e

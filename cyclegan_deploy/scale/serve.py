@@ -145,11 +145,6 @@ def _resources(opts: ServeOptions, device: str) -> tuple[dict[str, float], int |
     return {"num_cpus": threads}, threads
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith(" ")]
-    return (lines[-1] if lines else type(e).__name__)[:300]
-
-
 def _wait_ready(url: str, deadline: float) -> None:
     while True:
         try:
@@ -200,7 +195,7 @@ def start_server(artifact: str | Path, opts: ServeOptions | None = None) -> Serv
         try:
             serve.run(app, name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
         except RuntimeError as e:
-            raise BackendUnavailableError(f"{artifact}: the server's replicas did not start ({_first_line(e)})") from e
+            raise BackendUnavailableError(f"{artifact}: the server's replicas did not start ({_last_line(e)})") from e
         if local:  # a wildcard address is answered on loopback too
             near = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(opts.host, opts.host)
             _wait_ready(_url(near, opts.port), time.monotonic() + READY_TIMEOUT_S)
@@ -209,6 +204,12 @@ def start_server(artifact: str | Path, opts: ServeOptions | None = None) -> Serv
         raise
     _server = ServerHandle(url, name, opts.replicas, threads, opts, ray_mode)
     return _server
+
+
+def _last_line(e: BaseException) -> str:
+    """The last unindented line: a failed replica's RuntimeError carries its remote traceback, cause last."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith(" ")]
+    return (lines[-1] if lines else type(e).__name__)[:300]
 
 
 def _url(host: str, port: int) -> str:
