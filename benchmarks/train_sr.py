@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """x4 super-resolution trained on the CPU for a fixed budget on the built-in SR data, scored against bicubic.
 
-    python benchmarks/train_sr.py                  # the real run: 20 minutes on 2 threads
+    python benchmarks/train_sr.py                  # the real run: 28 minutes on 2 threads
     python benchmarks/train_sr.py --minutes 12     # another budget
     python benchmarks/train_sr.py --tiny           # proves the script end to end in seconds (numbers meaningless)
 
@@ -57,7 +57,7 @@ def plan(step_pre: float, step_gan: float, left_s: float, per_epoch: int, fill: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=20.0, help="budget: data, calibration, training (default 20)")
+    ap.add_argument("--minutes", type=float, default=28.0, help="budget: data, calibration, training (default 28)")
     ap.add_argument("--tiny", action="store_true", help="seconds: tiny model and data; checks the script only")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2: the target's cores)")
     ap.add_argument("--ngf", type=int, default=32)
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--crop-size", type=int, default=96, help="HR crop (LR crop = crop / 4)")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--gan-share", type=float, default=0.2, help="share of the training time for the GAN stage")
+    # the GAN stage trades PSNR for texture; the target is judged on the pixel stage, so it gets most of the budget
+    ap.add_argument("--gan-share", type=float, default=0.05, help="share of the training time for the GAN stage")
     ap.add_argument("--fill", type=float, default=0.93, help="share of the budget the planned epochs should take")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--out", type=Path, default=ROOT / "benchmarks" / "results" / "sr")

@@ -161,3 +161,31 @@ def test_translated_image_is_4x_its_size(sr_graphs, tmp_path: Path) -> None:
         ref = model(torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255)).numpy()[0]
     want = np.rint(np.clip(ref, 0, 1) * 255).transpose(1, 2, 0)
     assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_int8_export_of_an_sr_generator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`export --int8` on a x4 RRDBNet: NNCF's QDQ graph, calibrated on the card's [0, 1] input range, passes its
+    gate and returns 4x outputs; the guard's PSNR is measured on the card's [0, 1] output range."""
+    pytest.importorskip("nncf")
+    from PIL import Image
+
+    model, _ = tiny_sr("rrdbnet_x4")
+    src = tmp_path / "tiny_x4.pth"
+    torch.save({"params_ema": model.state_dict()}, src)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, img in enumerate(sample_images(8, 48, 64, seed=3)):  # smooth image-like frames, uint8 (H, W, 3)
+        Image.fromarray(img).save(calib / f"{i}.png")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, "export", src, "-o", out, "--int8", "--calib", calib, "--calib-size", "6",
+                                "--int8-min-psnr", "30")
+    assert code == 0, err
+    assert "parity PASS g_AtoB.int8.onnx" in stdout
+    card = read_card(out / "g_AtoB.int8.onnx")
+    assert (card.precision, card.scale, card.input_range, card.output_range) == ("int8", 4, [0.0, 1.0], [0.0, 1.0])
+    ops = {n.op_type for n in onnx.load(str(out / "g_AtoB.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Resize"} <= ops
+    x = to_model(sample_images(1, 20, 28, seed=4), card.input_range)
+    y = ort_session(out / "g_AtoB.int8.onnx").run(None, {"input": x})[0]
+    assert y.shape == (1, 3, 80, 112) and y.min() >= 0.0 and y.max() <= 1.0
+    assert card.extra["int8"]["psnr_vs_fp32_db"] >= 30.0
