@@ -151,9 +151,15 @@ class RayWorkers:
         self.busy[self.actors[i].translate.remote(src, part, start, duration)] = (i, tag)
 
     def collect(self, timeout: float) -> Iterator[tuple[Any, SegmentResult | None, str | None]]:
-        """(tag, result, None) or (tag, None, error) for each call that ended within `timeout` seconds."""
+        """(tag, result, None) or (tag, None, error) for each call that has ended, waiting at most `timeout`
+        seconds for the first: returning as soon as one ends lets the driver hand its worker the next segment
+        at once, instead of leaving it idle until the timeout or every other worker is done."""
         ray = import_ray()
-        ready, _ = ray.wait(list(self.busy), num_returns=len(self.busy), timeout=timeout)
+        refs = list(self.busy)
+        if not refs:  # the queue held only segments of inputs that had failed meanwhile
+            return
+        first, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        ready = first + (ray.wait(rest, num_returns=len(rest), timeout=0)[0] if first and rest else [])
         for ref in ready:
             i, tag = self.busy.pop(ref)
             self.idle.append(i)
