@@ -19,7 +19,16 @@ from cyclegan_deploy.commands.media_cmd import (
     THROUGHPUT,
     _size,
 )
-from cyclegan_deploy.commands.options import BACKEND, CHECKPOINT, DEVICE, ENGINE, MODEL, PRECISION, resolve_artifact
+from cyclegan_deploy.commands.options import (
+    ADDRESS,
+    BACKEND,
+    CHECKPOINT,
+    DEVICE,
+    ENGINE,
+    MODEL,
+    PRECISION,
+    resolve_artifact,
+)
 from cyclegan_deploy.errors import CgDeployError
 
 
@@ -36,9 +45,7 @@ def register(app: typer.Typer) -> None:
         backend: str = BACKEND,
         device: str = DEVICE,
         precision: str | None = PRECISION,
-        address: str | None = typer.Option(None, "--address", help="Ray cluster to run on: auto (the one `ray start` "
-                                                                   "made on this node) or ray://HEAD:10001. Default: a "
-                                                                   "local Ray instance for this run."),
+        address: str | None = ADDRESS,
         workers: int | None = typer.Option(None, "--workers", min=1, help="Ray workers (each loads the model once). "
                                                                           "Default: one per GPU share with "
                                                                           "--gpus-per-worker, else one per 2 CPUs."),

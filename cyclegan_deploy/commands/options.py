@@ -15,6 +15,9 @@ CHECKPOINT = typer.Option(None, "--checkpoint", help="Generator .pth (ours or th
 BACKEND = typer.Option("auto", "--backend",
                        help="auto | onnxruntime | openvino | torch | tensorrt (auto: chosen by the artifact).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda. Asking for cuda never falls back to cpu.")
+ADDRESS = typer.Option(None, "--address", help="Ray cluster to run on (batch, serve): auto (the one `ray start` "
+                                               "made on this node) or ray://HEAD:10001. Default: a local Ray "
+                                               "instance for this run.")
 FORCE = typer.Option(False, "--force", help="Replace an existing output (refused otherwise).")
 PRECISION = typer.Option(None, "--precision",
                          help="Backend precision: fp32 | fp16 | bf16 (torch autocast, OpenVINO hint); int8: "

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import typer
 
-from cyclegan_deploy.commands.options import BACKEND, CHECKPOINT, DEVICE, ENGINE, MODEL, PRECISION, resolve_artifact
+from cyclegan_deploy.commands.options import (
+    ADDRESS,
+    BACKEND,
+    CHECKPOINT,
+    DEVICE,
+    ENGINE,
+    MODEL,
+    PRECISION,
+    resolve_artifact,
+)
 
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads per replica (default: the CPUs Ray has, shared "
                                                       "out between the replicas).")
@@ -27,8 +36,6 @@ TIMEOUT = typer.Option(60.0, "--timeout", min=0.001, help="Seconds a request may
 MAX_ONGOING = typer.Option(None, "--max-ongoing", min=1, help="Requests one replica holds at once (default: 16, or "
                                                               "2 x --max-batch if more).")
 MAX_QUEUED = typer.Option(32, "--max-queued", min=0, help="Requests waiting for a replica; beyond: 503.")
-ADDRESS = typer.Option(None, "--address", help="Join a running Ray cluster (auto | ray://HEAD:10001) instead of "
-                                               "starting a local one.")
 
 
 def register(app: typer.Typer) -> None:
