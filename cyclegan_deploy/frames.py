@@ -27,9 +27,9 @@ def to_model(frames: np.ndarray, value_range: Range = REFERENCE_RANGE) -> np.nda
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ShapeError(f"expected uint8 frames of shape (N,H,W,3), got {frames.dtype} {frames.shape}")
-    out = frames.transpose(0, 3, 1, 2).astype(np.float32)
+    out = frames.transpose(0, 3, 1, 2).astype(np.float32, order="C")  # (N, 3, H, W), one contiguous copy
     normalise_into(out, out, value_range)
-    return np.ascontiguousarray(out)
+    return out
 
 
 def normalise_into(src: np.ndarray, out: np.ndarray, value_range: Range = REFERENCE_RANGE) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def list_images(src: Path, exclude: Path | None = None) -> list[Path]:
 def _read(path: Path, run: _Run, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode `path` upright as RGB (+ alpha); _Skip when it is too large to decode or to translate. The size
     is read from the header first, so nothing large is allocated before the check."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     try:
         with warnings.catch_warnings():
@@ -128,16 +129,24 @@ def _read(path: Path, run: _Run, size: tuple[int, int] | None) -> tuple[np.ndarr
         if run.free is not None and need > run.free:
             fix = "choose a smaller --size" if size else "shrink it first, or pass --size HxW"
             raise _Skip(f"{h}x{w} (HxW) needs ~{gib(need)} GiB to translate, {gib(run.free)} GiB available; {fix}")
-        im: Image.Image = ImageOps.exif_transpose(opened)
-        alpha = None
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-            alpha = np.asarray(im.getchannel("A"))
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bit, not clip
-            data = np.asarray(im, dtype=np.float64)
-            top = 65535.0 if data.max() > 255 else 255.0
-            im = Image.fromarray(np.clip(data * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
-        return np.asarray(im.convert("RGB")), alpha
+        return upright_rgb(opened)
+
+
+def upright_rgb(opened: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """An opened PIL image as uint8 (H, W, 3) RGB turned upright by its EXIF orientation, and its alpha (or
+    None); 16/32-bit grey is scaled to 8 bit, not clipped. `translate` and `serve` decode through this."""
+    from PIL import Image, ImageOps
+
+    im: Image.Image = ImageOps.exif_transpose(opened)
+    alpha = None
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        alpha = np.asarray(im.getchannel("A"))
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bit, not clip
+        data = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if data.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(data * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
+    return np.asarray(im.convert("RGB")), alpha
 
 
 def _write(item: _Item, rgb: np.ndarray) -> None:

@@ -90,7 +90,10 @@ def decode(data: bytes, fmt: str, max_pixels: int) -> Decoded:
     """Decode as `fmt` only (the declared type: no format sniffing, a PNG sent as image/jpeg is a 400), refusing
     more than max_pixels from the header before the pixels are decoded. EXIF orientation is applied as
     `cgdeploy translate` does, so the model sees the photo upright and the reply is upright without the tag."""
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    from cyclegan_deploy.images import upright_rgb
+    from cyclegan_deploy.video.probe import one_line
 
     try:
         with warnings.catch_warnings():
@@ -107,15 +110,10 @@ def decode(data: bytes, fmt: str, max_pixels: int) -> Decoded:
             raise HttpError(413, f"image {h}x{w} (HxW) has {w * h} pixels, over the server's limit of {max_pixels} "
                                  "(--max-pixels); shrink it first")
         try:
-            im = ImageOps.exif_transpose(opened)
-            alpha = None
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                alpha = np.asarray(im.getchannel("A"))
-            rgb = np.asarray(im.convert("RGB"))
+            rgb, alpha = upright_rgb(opened)
         except Exception as e:  # truncated or corrupt pixel data: the header parsed, the rest did not
-            raise HttpError(400, f"not a decodable {fmt} image ({type(e).__name__}: "
-                                 f"{(str(e).splitlines() or [''])[0][:120]}); send a complete file") from e
+            raise HttpError(400, f"not a decodable {fmt} image ({type(e).__name__}: {one_line(e)[:120]}); send a "
+                                 "complete file") from e
     return Decoded(rgb, alpha, fmt)
 
 

@@ -43,6 +43,7 @@ from cyclegan_deploy.scale.http_limits import (
     read_body,
     reply_type,
 )
+from cyclegan_deploy.video.probe import one_line
 
 if TYPE_CHECKING:
     from cyclegan_deploy.backends import Backend
@@ -106,8 +107,7 @@ class Translator:
             return json_response({"error": e.message}, e.status)
         except Exception as e:  # a bug of ours: the traceback goes to the replica's log, one line to the client
             logger.exception("request failed")
-            text = (str(e).strip().splitlines() or [""])[0][:200]
-            return json_response({"error": f"internal error ({type(e).__name__}: {text})"}, 500)
+            return json_response({"error": f"internal error ({type(e).__name__}: {one_line(e)[:200]})"}, 500)
 
     async def _translate(self, request: Request) -> Response:
         fmt = image_format(request.headers.get("content-type"))
