@@ -26,6 +26,7 @@ The artifacts come from the caller (BenchConfig): this module never exports a gr
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any
@@ -100,14 +101,15 @@ class _Model:
             except Exception as e:
                 found["from"] += f"; torch: {status_of(e)}"
         if found["macs"]:  # super-resolution models write scale^2 pixels per input pixel: compare per output pixel
-            scale = self._scale()
+            scale = self._scale
             found["output"] = f"{scale * h}x{scale * w}"
             found["macs_per_output_px"] = round(found["macs"] / (scale * scale * h * w))
         self.macs[(h, w)] = found
         return found
 
+    @functools.cached_property
     def _scale(self) -> int:
-        """The card's output scale (1 for CycleGAN/pix2pix), read from whichever model file the run has."""
+        """The card's output scale (1 for CycleGAN/pix2pix), read once from whichever model file the run has."""
         from cyclegan_deploy.artifacts import read_card
 
         for path in (self.cfg.onnx, self.cfg.onnx_int8, self.cfg.checkpoint):
