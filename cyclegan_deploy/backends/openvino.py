@@ -7,8 +7,9 @@ model is read: every convolution's `runtimePrecision` (u8/i8/bf16/f32) and kerne
 `precision`/`name` say what the convolutions ran (openvino-int8/-bf16/-f32), `kernels` sums them up, and a
 request they did not honour (bf16, an int8 card) is refused. On an int8 graph the precision asked (default
 f32) is that of the ops left in float. Each input shape gets its own reshaped, compiled model (static shapes
-are much faster; small LRU cache). performance_hint="THROUGHPUT" (streams) makes run_many keep
-OPTIMAL_NUMBER_OF_INFER_REQUESTS (or `inflight`) async requests running.
+are much faster; small LRU cache). Narrow output convolutions are rewritten to their exact space-to-depth
+form first (openvino_rewrite; `space_to_depth=False` turns it off). performance_hint="THROUGHPUT" (streams)
+makes run_many keep OPTIMAL_NUMBER_OF_INFER_REQUESTS (or `inflight`) async requests running.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from cyclegan_deploy.artifacts import read_card
 from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, check_batch, try_import
+from cyclegan_deploy.backends.openvino_rewrite import space_to_depth_narrow_convs
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 from cyclegan_deploy.machine import physical_cores
 from cyclegan_deploy.metadata import OPENVINO_NAMES, canonical_precision
@@ -40,6 +42,7 @@ class OpenVinoOptions(BackendOptions):
     num_streams: int | None = None  # parallel infer requests (THROUGHPUT mode); None: OpenVINO's choice
     performance_hint: str | None = None  # LATENCY (None) | THROUGHPUT (streams + async queue for run_many)
     inflight: int | None = None  # requests run_many keeps running; None: OPTIMAL_NUMBER_OF_INFER_REQUESTS
+    space_to_depth: bool = True  # rewrite 3-channel output convs (openvino_rewrite; exact) before compiling
 
 
 @dataclass
@@ -171,6 +174,8 @@ class OpenVinoBackend(Backend):
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long C++ traces
             raise ConfigError(f"{self.path}: OpenVINO cannot read this model ({_first_line(e)}); re-export it") from e
         self._quantized = quantized_convs(self._model)
+        # the output conv's 3 channels fill 3/16 of a vector; its space-to-depth form fills it (same sums)
+        self.rewritten = space_to_depth_narrow_convs(self._model) if opts.space_to_depth else []
         self.threads = opts.threads or physical_cores()
         self._config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
                                         **({} if asked == "auto" else {"INFERENCE_PRECISION_HINT": asked}),

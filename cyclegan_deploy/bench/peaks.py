@@ -4,8 +4,11 @@ A per-cycle table (cores x GHz x FLOP/cycle) cannot know how a core really issue
 them in two), what clock it holds under load, or what a library reaches; it reported 104.6% for torch on a
 Zen EPYC. So each library is timed, at each precision it can run here and with the threads its backend uses
 (the physical cores), on two ops: a large GEMM (n x n x n, n = GEMM_N) and a 3x3 convolution of a ResNet-9
-residual block (256 -> 256 channels at 64x64). The best call of the faster op is the entry's peak (oneDNN's
-convolutions beat the libraries' GEMMs by ~15% on a Zen 4 EPYC, so a GEMM alone would be exceeded):
+residual block (256 -> 256 channels at 64x64; in the ONNX graphs a chain of CONV_CHAIN of them, as in a model,
+so the layout reorders at the graph's edges do not count as convolution time: one int8 conv alone measured
+669 GOP/s while the model's residual convs ran at ~870 on a Zen 4 EPYC). The best call of the faster op is
+the entry's peak (oneDNN's convolutions beat the libraries' GEMMs by ~15% on a Zen 4 EPYC, so a GEMM alone
+would be exceeded):
 - torch fp32 (torch.mm, conv2d), torch bf16 (only with AVX512-BF16/AMX-BF16: elsewhere torch emulates it);
 - OpenVINO f32 / bf16 / int8 on ONNX MatMul / Conv graphs (built with onnx.helper, as the exported graphs are
   ONNX). bf16 runs only where OPTIMIZATION_CAPABILITIES lists BF16; int8 puts QuantizeLinear/DequantizeLinear
@@ -38,7 +41,8 @@ import numpy as np
 from cyclegan_deploy.errors import BackendUnavailableError
 from cyclegan_deploy.machine import allowed_cpus, cpu_flags, cpu_model, package_version, physical_cores
 
-SCHEMA = "cgdeploy-peaks/2"  # 2: GEMM and convolution, the faster is the peak
+SCHEMA = "cgdeploy-peaks/3"  # 2: GEMM and convolution, the faster is the peak; 3: ONNX convs chained
+CONV_CHAIN = 4  # ONNX probe convolutions in a row
 GEMM_N = 2048  # 17 GFLOP per fp32 call: ~0.1 s on 2 cores, far past the caches, still short
 SECONDS = 0.8  # timed per op after warm-up; the best call is the peak (a busy neighbour only slows calls)
 LIBRARIES = ("torch", "openvino", "onnxruntime", "numpy")
@@ -83,14 +87,15 @@ def _conv_shape(n: int) -> tuple[int, int]:
     return max(8, n // 8), 64
 
 
-def _op_flop(op: str, n: int) -> float:
+def _op_flop(op: str, n: int, chain: int = 1) -> float:
     c, side = _conv_shape(n)
-    return 2.0 * n**3 if op == "gemm" else 2.0 * side * side * c * c * 9
+    return 2.0 * n**3 if op == "gemm" else 2.0 * side * side * c * c * 9 * chain
 
 
-def _op_name(op: str, n: int, what: str) -> str:
+def _op_name(op: str, n: int, what: str, chain: int = 1) -> str:
     c, side = _conv_shape(n)
-    return f"{what} {n}x{n}x{n}" if op == "gemm" else f"{what} 3x3 {c}->{c} at {side}x{side}"
+    return f"{what} {n}x{n}x{n}" if op == "gemm" else \
+        f"{what} 3x3 {c}->{c} at {side}x{side}" + (f" x{chain} chained" if chain > 1 else "")
 
 
 def _best_of(rates: dict[str, dict[str, Any]], names: dict[str, str], **extra: Any) -> dict[str, Any]:
@@ -126,25 +131,38 @@ def _torch(precision: str, n: int, seconds: float) -> dict[str, Any]:
 
 
 def op_onnx(op: str, n: int, qdq: bool) -> bytes:
-    """A GEMM x (n, n) @ w (n, n) or the 3x3 Conv probe as ONNX; qdq: QuantizeLinear/DequantizeLinear on both
-    inputs (u8 activations, i8 weights, zero points 0), as `cgdeploy export --int8` graphs have them."""
+    """A GEMM x (n, n) @ w (n, n), or CONV_CHAIN 3x3 Convs in a row, as ONNX; qdq: QuantizeLinear/
+    DequantizeLinear on every op's inputs (u8 activations, i8 weights, zero points 0), as `cgdeploy export
+    --int8` graphs have them (a Relu before each requantisation keeps the activations unsigned)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     c, side = _conv_shape(n)
     x_shape, w_shape = ([n, n], (n, n)) if op == "gemm" else ([1, c, side, side], (c, c, 3, 3))
     w = np.random.default_rng(0).uniform(-1, 1, w_shape).astype(np.float32) / (1 if op == "gemm" else 3 * c)
-    inits, nodes, a, b = [numpy_helper.from_array(w, "w")], [], "x", "w"
+    inits, nodes = [numpy_helper.from_array(w, "w")], []
     if qdq:
         inits += [numpy_helper.from_array(np.array(v, t), name) for v, t, name in
                   ((1 / 255, np.float32, "sx"), (0, np.uint8, "zx"), (float(np.abs(w).max()) / 127, np.float32, "sw"),
                    (0, np.int8, "zw"))]
-        for src, s, z in (("x", "sx", "zx"), ("w", "sw", "zw")):
-            nodes += [helper.make_node("QuantizeLinear", [src, s, z], [src + "_q"]),
-                      helper.make_node("DequantizeLinear", [src + "_q", s, z], [src + "_dq"])]
-        a, b = "x_dq", "w_dq"
-    nodes.append(helper.make_node("MatMul", [a, b], ["y"]) if op == "gemm" else
-                 helper.make_node("Conv", [a, b], ["y"], pads=[1, 1, 1, 1]))
+        nodes += [helper.make_node("QuantizeLinear", ["w", "sw", "zw"], ["w_q"]),
+                  helper.make_node("DequantizeLinear", ["w_q", "sw", "zw"], ["w_dq"])]
+
+    def quantized(src: str) -> str:
+        if not qdq:
+            return src
+        nodes.extend([helper.make_node("QuantizeLinear", [src, "sx", "zx"], [src + "_q"]),
+                      helper.make_node("DequantizeLinear", [src + "_q", "sx", "zx"], [src + "_dq"])])
+        return src + "_dq"
+
+    b = "w_dq" if qdq else "w"
+    if op == "gemm":
+        nodes.append(helper.make_node("MatMul", [quantized("x"), b], ["y"]))
+    for i in range(CONV_CHAIN if op == "conv" else 0):
+        src, out = ("x" if i == 0 else f"r{i - 1}"), ("y" if i == CONV_CHAIN - 1 else f"c{i}")
+        nodes.append(helper.make_node("Conv", [quantized(src), b], [out], pads=[1, 1, 1, 1]))
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [out], [f"r{i}"]))
     graph = helper.make_graph(nodes, op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, x_shape)], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -191,11 +209,12 @@ def _openvino(precision: str, n: int, seconds: float) -> dict[str, Any]:
             raise BackendUnavailableError(f"OpenVINO ran the {precision} {op.upper()} as {'/'.join(here) or 'unknown'} "
                                           f"on this CPU (runtime model), not {'/'.join(want)}; no {precision} peak")
         request, x = compiled.create_infer_request(), _input(op, n)
-        rates[op] = _best_rate(functools.partial(request.infer, {0: x}), _op_flop(op, n), seconds)
+        rates[op] = _best_rate(functools.partial(request.infer, {0: x}), _op_flop(op, n, CONV_CHAIN), seconds)
         ran += here
     qdq = " QDQ u8 x i8" if precision == "int8" else ""
     return _best_of(rates, {"gemm": _op_name("gemm", n, "ONNX MatMul") + qdq,
-                            "conv": _op_name("conv", n, "ONNX Conv") + qdq}, ran="/".join(dict.fromkeys(ran)))
+                            "conv": _op_name("conv", n, "ONNX Conv", CONV_CHAIN) + qdq},
+                    ran="/".join(dict.fromkeys(ran)))
 
 
 def _onnxruntime(precision: str, n: int, seconds: float) -> dict[str, Any]:
@@ -207,9 +226,9 @@ def _onnxruntime(precision: str, n: int, seconds: float) -> dict[str, Any]:
     for op in ("gemm", "conv"):
         session = ort.InferenceSession(op_onnx(op, n, qdq=False), so, providers=["CPUExecutionProvider"])
         x = _input(op, n)
-        rates[op] = _best_rate(functools.partial(session.run, None, {"x": x}), _op_flop(op, n), seconds)
-    return _best_of(rates, {"gemm": _op_name("gemm", n, "ONNX MatMul"), "conv": _op_name("conv", n, "ONNX Conv")},
-                    ran="fp32 (CPUExecutionProvider)")
+        rates[op] = _best_rate(functools.partial(session.run, None, {"x": x}), _op_flop(op, n, CONV_CHAIN), seconds)
+    return _best_of(rates, {"gemm": _op_name("gemm", n, "ONNX MatMul"),
+                            "conv": _op_name("conv", n, "ONNX Conv", CONV_CHAIN)}, ran="fp32 (CPUExecutionProvider)")
 
 
 # entry name -> (library, precision, probe(precision, n, seconds))

@@ -59,13 +59,15 @@ def size_label(r: dict[str, Any]) -> str:
 def case_label(r: dict[str, Any]) -> str:
     """A row's name: what the backend reports running (the spec as asked when it did not run), plus what that
     name leaves out: -int8 for an int8 graph on a runtime whose name has no precision (onnxruntime-cpu-int8),
-    -tput for a THROUGHPUT-mode spec, so no two specs share a row name."""
+    -tput for a THROUGHPUT-mode spec, and the spec's options (openvino-int8:space_to_depth=false), so no two
+    specs share a row name."""
     if r["status"] != "ok" or not r.get("backend_name"):
         return str(r["backend"])
     name = str(r["backend_name"])
     if r.get("precision") == "int8" and "int8" not in name:
         name += "-int8"
-    return name + ("-tput" if str(r["backend"]).split(":")[0].endswith("-tput") else "")
+    spec, _, options = str(r["backend"]).partition(":")
+    return name + ("-tput" if spec.endswith("-tput") else "") + (f":{options}" if options else "")
 
 
 def _tput(r: dict[str, Any]) -> str:

@@ -383,3 +383,17 @@ def test_cli_bench_finds_the_int8_graph_beside_model(int8_graph: Path, tmp_path:
     assert (ov["status"] == "ok" and ov["backend_name"] == "openvino-int8" and ov["precision"] == "int8") \
         or ov["status"].startswith("unavailable:"), ov["status"]
     assert data["peaks"]["entries"] and data["machine"]["cpu"]["isa"]
+
+
+def test_row_names_keep_the_specs_options_apart() -> None:
+    """An A/B of one backend (openvino-int8 with and without an option) gives two row names, not one twice."""
+    from cyclegan_deploy.bench.report import case_label
+
+    def row(spec: str, name: str, precision: str = "int8") -> dict[str, Any]:
+        return {"status": "ok", "backend": spec, "backend_name": name, "precision": precision}
+
+    assert case_label(row("openvino-int8", "openvino-int8")) == "openvino-int8"
+    assert case_label(row("openvino-int8:space_to_depth=false", "openvino-int8")) == \
+        "openvino-int8:space_to_depth=false"
+    assert case_label(row("openvino-int8-bf16-tput", "openvino-int8-bf16")) == "openvino-int8-bf16-tput"
+    assert case_label(row("onnxruntime-int8", "onnxruntime-cpu")) == "onnxruntime-cpu-int8"
