@@ -33,8 +33,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, TINY_SIZES, bootstrap, command_output, lscpu_summary, parse_sizes  # noqa: E402
 
+# the last one is openvino-int8 without the backend's space-to-depth rewrite of the output conv: what it buys
 SPECS_B1 = ["torch", "onnxruntime", "onnxruntime-int8", "openvino-f32", "openvino-bf16", "openvino-int8",
-            "openvino-int8-bf16"]
+            "openvino-int8-bf16", "openvino-int8:space_to_depth=false"]
 SPECS_TPUT = ["openvino-f32-tput", "openvino-bf16-tput", "openvino-int8-tput", "openvino-int8-bf16-tput"]
 TARGET_B1, TARGET_TPUT, TARGET_PSNR, TARGET_TASK_LOSS = 5.0, 8.0, 40.0, 0.3
 
@@ -46,13 +47,15 @@ def _top(rows: dict[str, float], total: float, n: int = 12) -> list[dict[str, An
 
 def profile_openvino(onnx: Path, precision: str, h: int, w: int, threads: int | None) -> dict[str, Any]:
     """OpenVINO perf counters of one inference (after warm-up): time by layer type and by kernel (exec type:
-    shows whether AMX/AVX-512 bf16 kernels ran)."""
+    shows whether AMX/AVX-512 bf16 kernels ran). The model is rewritten as the backend does (openvino_rewrite)."""
 
     from cyclegan_deploy.backends.openvino import shared_core
+    from cyclegan_deploy.backends.openvino_rewrite import space_to_depth_narrow_convs
     from cyclegan_deploy.bench.metrics import make_input
 
     core = shared_core()
     model = core.read_model(str(onnx))
+    space_to_depth_narrow_convs(model)
     model.reshape([1, 3, h, w])
     config: dict[str, Any] = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if threads:

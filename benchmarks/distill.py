@@ -39,7 +39,7 @@ from _common import ROOT, bootstrap, budget_schedule, command_output, seconds_pe
 SIZES = [(256, 256), (720, 1280)]
 TEACHER_SPECS = ["torch", "openvino-bf16", "openvino-int8", "openvino-int8-bf16"]
 STUDENT_SPECS = ["torch", "onnxruntime", "openvino-f32", "openvino-bf16", "openvino-int8", "openvino-int8-bf16",
-                 "openvino-int8-tput"]
+                 "openvino-int8-tput", "openvino-int8-bf16:space_to_depth=false"]  # the last: without the rewrite
 DATA = {"n_train": 400, "n_test": 50, "size": 64, "seed": 0}  # the teacher's data (benchmarks/train_synthetic.py)
 TARGETS = {"mac_ratio": 10.0, "task_loss_db": 0.5, "held_out_psnr_db": 30.0, "fps_720p": 10.0, "fps_720p_stretch": 15.0}
 
@@ -293,10 +293,12 @@ def profile_md(r: dict[str, Any]) -> list[str]:
     for prec, prof in p["by_float_ops"].items():
         top = ", ".join(f"{k['op']} {k['ms']:.0f} ms ({100 * k['share']:.0f}%)" for k in prof["by_kernel"][:5])
         lines.append(f"| {prec} | {prof['total_ms']:.0f} | {top} |")
-    lines += ["", "The float convolutions are the output conv (7x7, 16 -> 3 channels, full resolution; kept float by "
-              "design, like InstanceNormalization = MVN): its 3 output channels fill a 16-lane AVX-512 register "
-              "only 3/16 full, so it costs about as much as a 16-channel conv. % of the measured int8 peak per case "
-              "is in results.json (bench rows, pct_peak)."]
+    lines += ["", "The float convolution is the output conv (7x7, 16 -> 3 channels, full resolution; kept float by "
+              "design, like InstanceNormalization = MVN). Its 3 output channels would fill a 16-lane AVX-512 "
+              "register only 3/16 full, so the OpenVINO backend runs its exact space-to-depth form (4x4, 64 -> 12 "
+              "channels at half resolution, between SpaceToDepth and DepthToSpace; backends/openvino_rewrite.py): "
+              "the `:space_to_depth=false` rows of the speed table are without it. % of the measured int8 peak "
+              "per case is in results.json (bench rows, pct_peak)."]
     return lines
 
 

@@ -82,7 +82,9 @@ def table(res: dict[str, Any]) -> list[str]:
             continue
         first = cells[0] if cells[0] and cells[0]["status"] == "ok" else None
         label = ok[0]["backend_name"] or backend
-        row = [label + (" (throughput mode)" if backend.endswith("-tput") else ""), str(batch), ok[0]["precision"]]
+        spec, _, options = backend.partition(":")  # openvino-int8:space_to_depth=false: an A/B row, named so
+        label += (" (throughput mode)" if spec.endswith("-tput") else "") + (f" ({options})" if options else "")
+        row = [label, str(batch), ok[0]["precision"]]
         for c in cells:
             row += [_ms(c["stats_ms"]["p50"]), _speed(c)] if c and c["status"] == "ok" else \
                    [c["status"].split(":")[0] if c else "-", "-"]

@@ -5,7 +5,7 @@ tile is cut into a grid of regions of `tile - 2 * overlap` pixels; each region i
 its neighbours around it (a window of `tile` pixels, shifted inward at the frame's edges, so every call has the
 same shape and no engine or compiled model sees a new one), and only the region's own part of the output is
 kept. A convolutional model whose receptive field reaches no further than `overlap` pixels gives exactly the
-untiled output (tests/runtime/test_tiling.py: within 1e-4 on an fp32 backend), so there are no seams; with a
+untiled output (tests/runtime/test_sr_runtime.py: within 1e-4 on an fp32 backend), so there are no seams; with a
 larger field the difference is confined to the overlap's far side and small. Windows start on multiples of
 the card's size multiple, so a pixel-unshuffle or a stride-2 layer sees the same phase as untiled.
 
@@ -19,21 +19,28 @@ import numpy as np
 
 from cyclegan_deploy.backends.base import Backend
 from cyclegan_deploy.errors import ConfigError
+from cyclegan_deploy.metadata import ModelMeta
+
+
+def check_tiling(meta: ModelMeta, tile: int, overlap: int) -> None:
+    """Refuses --tile/--tile-overlap that this model cannot be tiled with (before any work: `batch` checks on
+    the driver, before its workers load the model)."""
+    m = max(1, int(meta.multiple))
+    if meta.norm == "instance":
+        raise ConfigError(f"--tile: {meta.arch} normalises each image by its own statistics (instance norm), so "
+                          "tiles would not match each other; run it untiled (--size HxW to shrink frames)")
+    if tile % m or tile < max(m, int(meta.min_size)):
+        raise ConfigError(f"--tile {tile}: must be a multiple of {m} and at least {max(m, int(meta.min_size))} "
+                          f"for {meta.arch}")
+    if overlap < 0 or tile - 2 * overlap < m or (2 * overlap) % m:
+        raise ConfigError(f"--tile-overlap {overlap}: must be >= 0, leave at least {m} pixels of each {tile}-pixel "
+                          f"tile, and twice it a multiple of {m} ({meta.arch}); e.g. --tile-overlap 16")
 
 
 class TiledBackend(Backend):
     def __init__(self, inner: Backend, tile: int, overlap: int = 16) -> None:
         meta = inner.meta
-        m = max(1, int(meta.multiple))
-        if meta.norm == "instance":
-            raise ConfigError(f"--tile: {meta.arch} normalises each image by its own statistics (instance norm), so "
-                              "tiles would not match each other; run it untiled (--size HxW to shrink frames)")
-        if tile % m or tile < max(m, int(meta.min_size)):
-            raise ConfigError(f"--tile {tile}: must be a multiple of {m} and at least {max(m, int(meta.min_size))} "
-                              f"for {meta.arch}")
-        if overlap < 0 or tile - 2 * overlap < m or (2 * overlap) % m:
-            raise ConfigError(f"--tile-overlap {overlap}: must be >= 0, leave at least {m} pixels of each {tile}-pixel "
-                              f"tile, and twice it a multiple of {m} ({meta.arch}); e.g. --tile-overlap 16")
+        check_tiling(meta, tile, overlap)
         self.inner, self.tile, self.overlap, self.step = inner, tile, overlap, tile - 2 * overlap
         self.meta, self.precision, self.device, self.threads = meta, inner.precision, inner.device, inner.threads
         self.name = f"{inner.name} tiled {tile}px/{overlap}"
@@ -62,16 +69,28 @@ class TiledBackend(Backend):
         s, (th, tw) = int(self.meta.scale), self.call_size(h, w)
         out = np.empty((n, self.meta.output_nc, s * h, s * w), np.float32)
         columns = self._windows(w)
-        for y0, y1, wy in self._windows(h):
-            for x0, x1, wx in columns:
-                y = self.inner(batch[:, :, wy:wy + th, wx:wx + tw])  # check_batch makes the view contiguous
-                self.calls += 1
-                out[:, :, s * y0:s * y1, s * x0:s * x1] = y[:, :, s * (y0 - wy):s * (y1 - wy),
-                                                            s * (x0 - wx):s * (x1 - wx)]
+        grid = [(y0, y1, wy, x0, x1, wx) for y0, y1, wy in self._windows(h) for x0, x1, wx in columns]
+        # the tiles are independent: run_many keeps the inner backend's max_inflight of them running (OpenVINO's
+        # THROUGHPUT mode); check_batch makes each view contiguous
+        tiles = (batch[:, :, wy:wy + th, wx:wx + tw] for _, _, wy, _, _, wx in grid)
+        for (y0, y1, wy, x0, x1, wx), y in zip(grid, self.inner.run_many(tiles), strict=True):
+            self.calls += 1
+            out[:, :, s * y0:s * y1, s * x0:s * x1] = y[:, :, s * (y0 - wy):s * (y1 - wy), s * (x0 - wx):s * (x1 - wx)]
         return out
 
     def close(self) -> None:
         self.inner.close()
+
+
+def maybe_tiled(backend: Backend, tile: int | None, overlap: int = 16) -> Backend:
+    """`backend` as is (tile None) or wrapped in a TiledBackend; a refused --tile closes it."""
+    if tile is None:
+        return backend
+    try:
+        return TiledBackend(backend, tile, overlap)
+    except BaseException:
+        backend.close()
+        raise
 
 
 def call_size(backend: object, height: int, width: int) -> tuple[int, int]:

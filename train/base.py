@@ -125,6 +125,7 @@ class GanModel:
     """Base of the two trainers. Subclasses fill nets/optimizers/pools and implement `optimize`."""
 
     loss_names: ClassVar[tuple[str, ...]] = ()
+    monitor_losses: ClassVar[tuple[str, ...]] = ()  # logged to watch, not part of the generator's objective
     visual_names: ClassVar[tuple[str, ...]] = ()
     generators: ClassVar[dict[str, str]] = {}  # net name -> file tag (latest_net_<tag>.pth) for the A->B side
 

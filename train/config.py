@@ -15,7 +15,7 @@ from cyclegan_deploy.artifacts import write_text
 from cyclegan_deploy.errors import ConfigError
 from cyclegan_deploy.machine import allowed_cpus
 from cyclegan_deploy.metadata import ModelMeta, sha256_file
-from cyclegan_deploy.train.registry import GeneratorConfig, family_for
+from cyclegan_deploy.train.registry import SR_ARCHS, SR_TRAIN_SCALES, GeneratorConfig, family_for
 
 MODELS = ("cyclegan", "pix2pix", "distill", "srgan")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -40,7 +40,6 @@ SRGAN_DEFAULTS: dict[str, Any] = {"netG": "srresnet_x4", "crop_size": 96, "load_
                                   "pretrain_epochs": 100, "epochs": 50, "epochs_decay": 50}
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"pix2pix": PIX2PIX_DEFAULTS, "distill": DISTILL_DEFAULTS,
                                              "srgan": SRGAN_DEFAULTS}
-SR_TRAIN_SCALES = (2, 4)
 
 
 @dataclass
@@ -110,6 +109,11 @@ class TrainConfig:
         """Config with the model's reference defaults; explicit overrides win (None means "default")."""
         if model not in MODELS:
             raise ConfigError(f"unknown --model {model!r}; use {' or '.join(MODELS)}")
+        fixed = [f"--{k}" for k in ("norm", "dropout") if model == "srgan" and overrides.get(k) is not None]
+        if fixed:  # GeneratorConfig would quietly replace them with the architecture's own
+            raise ConfigError(f"{' and '.join(fixed)}: the super-resolution architectures fix their normalisation "
+                              "(srresnet: batch norm, as in SRGAN; rrdbnet: none) and have no dropout; leave "
+                              f"{' and '.join(fixed)} out with --model srgan")
         values: dict[str, Any] = dict(MODEL_DEFAULTS.get(model, {}))
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["model"] = model
@@ -262,9 +266,6 @@ class TrainConfig:
             return cls.from_json(path.read_text())
         except (json.JSONDecodeError, TypeError) as e:
             raise ConfigError(f"{path}: unreadable training config ({e}); delete the run dir or fix the file") from e
-
-
-SR_ARCHS = ("srresnet_x4", "srresnet_x2", "rrdbnet_x4", "rrdbnet_x2")
 
 
 def sr_arch(arch: str | None, scale: int | None) -> str:

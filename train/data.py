@@ -236,6 +236,21 @@ class SingleDataset(_ImageDataset):
         return {"A": apply_transform(img, self.cfg, params), "A_path": str(path)}
 
 
+def distill_layout(root: Path, direction: str, phase: str = "train") -> tuple[str, Path]:
+    """What distillation reads under `root`, and from where: ("unpaired", root) with {phase}A/ + {phase}B/;
+    ("inputs", {phase}A/, or {phase}B/ for BtoA) with only the input domain (never the whole root, whose test
+    split is held out); ("aligned", root) with {phase}/ A|B pairs; else ("inputs", root), a folder of images.
+    Only "unpaired" and "aligned" give the discriminator real target images (--gan-real data)."""
+    if (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir():
+        return "unpaired", root
+    source = root / f"{phase}{'B' if direction == 'BtoA' else 'A'}"
+    if source.is_dir():
+        return "inputs", source
+    if (root / phase).is_dir() and not (root / f"{phase}A").is_dir():
+        return "aligned", root
+    return "inputs", root
+
+
 def build_dataset(cfg: TrainConfig, phase: str = "train"
                   ) -> UnpairedDataset | AlignedDataset | SingleDataset | SRDataset:
     """The reference's dataset mode for the model: unaligned for CycleGAN, aligned for pix2pix. Distillation
@@ -247,17 +262,13 @@ def build_dataset(cfg: TrainConfig, phase: str = "train"
         return SRDataset(cfg, cfg.dataroot, phase)
     if cfg.model == "distill":
         root = Path(cfg.dataroot)
-        if (root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir():
-            return UnpairedDataset(cfg, root, phase)
-        source = root / f"{phase}{'B' if cfg.direction == 'BtoA' else 'A'}"
-        if source.is_dir():  # only the input domain: never the whole root, whose test split is held out
-            return SingleDataset(cfg, source)
-        if (root / phase).is_dir() and not (root / f"{phase}A").is_dir():
-            return AlignedDataset(cfg, root, phase)
         if not root.is_dir():
             raise DataError(f"{root}: data folder not found; pass --data with a folder of input images or a data "
                             f"root with {phase}A/ and {phase}B/")
-        return SingleDataset(cfg, root)
+        layout, folder = distill_layout(root, cfg.direction, phase)
+        if layout == "unpaired":
+            return UnpairedDataset(cfg, root, phase)
+        return AlignedDataset(cfg, root, phase) if layout == "aligned" else SingleDataset(cfg, folder)
     if cfg.model == "pix2pix":
         return AlignedDataset(cfg, cfg.dataroot, phase)
     return UnpairedDataset(cfg, cfg.dataroot, phase)

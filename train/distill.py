@@ -31,6 +31,7 @@ from cyclegan_deploy.metadata import ModelMeta, sha256_file
 from cyclegan_deploy.train.base import GanModel, set_requires_grad
 from cyclegan_deploy.train.checkpoints import load_generator, resolve_generator_path, save_generator
 from cyclegan_deploy.train.config import CONFIG_NAME, TrainConfig
+from cyclegan_deploy.train.data import distill_layout
 from cyclegan_deploy.train.losses import GANLoss, ImagePool
 from cyclegan_deploy.train.registry import GeneratorConfig, build_generator
 
@@ -253,9 +254,10 @@ def distill_config(teacher: str | Path, run_dir: str | Path, data: str | Path | 
     cfg = TrainConfig.for_model("distill", dataroot=dataroot, run_dir=str(run_dir), teacher=str(file.resolve()),
                                 teacher_sha256=sha256_file(file), direction=meta.direction, **values)
     _check_teacher_fits(cfg, meta, file)
-    if cfg.gan_real == "data" and not has_target_domain(Path(dataroot)):
+    layout, folder = distill_layout(Path(dataroot), cfg.direction)
+    if cfg.gan_real == "data" and layout == "inputs":
         raise ConfigError(f"{dataroot}: --gan-real data needs the target domain (trainA/ + trainB/, or train/ with "
-                          "A|B pairs); this folder has only inputs: use --gan-real teacher")
+                          f"A|B pairs); distillation reads only input images here ({folder}): use --gan-real teacher")
     return cfg
 
 
@@ -266,12 +268,6 @@ def arch_by_blocks(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("n_blocks") is not None:
         options["netG"] = f"resnet_{options.pop('n_blocks')}blocks"
     return options
-
-
-def has_target_domain(root: Path, phase: str = "train") -> bool:
-    """Whether distillation finds real target images here (build_dataset's unpaired or aligned layouts)."""
-    paired = (root / phase).is_dir() and not (root / f"{phase}A").is_dir()
-    return paired or ((root / f"{phase}A").is_dir() and (root / f"{phase}B").is_dir())
 
 
 def _check_teacher_fits(cfg: TrainConfig, meta: ModelMeta, file: Path) -> None:

@@ -82,8 +82,8 @@ def held_out(data: Path, meta: ModelMeta, training_folder: bool = False) -> tupl
         folder, kind = data, "training images (not held out)" if training_folder else "folder"
     paths = list_images(folder, "images to evaluate on")
     if len(paths) > MAX_IMAGES:  # an evenly spread, deterministic subset: bounded time at the end of a run
+        kind += f", {MAX_IMAGES} of {len(paths)}"
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, MAX_IMAGES).round().astype(int)]
-        kind += f", {MAX_IMAGES} of {len(list_images(folder, 'images to evaluate on'))}"
     images = []
     for path in paths:
         img = load_rgb(path)

@@ -178,10 +178,12 @@ def _progress(enabled: bool) -> Any:
                     console=Console(stderr=True), disable=not enabled)
 
 
-def _summary(losses: dict[str, float]) -> str:
-    """Generator and discriminator totals: all eight CycleGAN losses do not fit beside a progress bar."""
+def _summary(losses: dict[str, float], monitors: tuple[str, ...] = ()) -> str:
+    """Generator and discriminator totals: all eight CycleGAN losses do not fit beside a progress bar. Losses
+    logged only to watch (`monitors`, e.g. SRGAN's pixel MSE beside its content loss) are not summed."""
     d = sum(v for k, v in losses.items() if k.startswith("D_"))
-    return f"G {sum(losses.values()) - d:.3f}  D {d:.3f}"
+    g = sum(v for k, v in losses.items() if not k.startswith("D_") and k not in monitors)
+    return f"G {g:.3f}  D {d:.3f}"
 
 
 # --- the loop ---
@@ -312,7 +314,7 @@ def _train(cfg: TrainConfig, resume: bool, force: bool, progress: bool | None, l
                     consistent = True
                     losslog.write(run.epoch, run.iteration, model.lr, time.monotonic() - start, losses)
                     bar.update(task, advance=1, description=f"epoch {run.epoch}/{cfg.total_epochs}",
-                               info=_summary(losses))
+                               info=_summary(losses, model.monitor_losses))
                     if on_step is not None:
                         on_step(run.iteration, losses)
                     if run.samples_done < len(dataset) and (stop.requested or time.monotonic() - start > budget):

@@ -174,7 +174,9 @@ def _unet_build(cfg: GeneratorConfig) -> nn.Module:
 # ---- super-resolution: SRResNet (SRGAN) and RRDBNet (ESRGAN / Real-ESRGAN) --------------------------------------
 
 _SR = re.compile(r"(srresnet|rrdbnet)_x([1-9]\d*)")
-SR_SCALES = {"srresnet": (2, 4), "rrdbnet": (1, 2, 4)}
+SR_SCALES = {"srresnet": (2, 4), "rrdbnet": (1, 2, 4)}  # the one list of upscale factors (x1: RRDBNet restores)
+SR_TRAIN_SCALES = tuple(sorted({s for scales in SR_SCALES.values() for s in scales if s > 1}))  # --model srgan
+SR_ARCHS = tuple(f"{name}_x{s}" for name, scales in SR_SCALES.items() for s in scales if s in SR_TRAIN_SCALES)
 SR_RANGE = (0.0, 1.0)  # both take RGB in [0, 1]; RRDBNet also returns [0, 1], SRResNet [-1, 1] (tanh)
 
 

@@ -27,11 +27,11 @@ from PIL import Image
 
 from cyclegan_deploy.errors import DataError
 from cyclegan_deploy.quality import PHOTOS, photo
+from cyclegan_deploy.train.registry import SR_TRAIN_SCALES as SCALES  # x2 or x4
 from cyclegan_deploy.train.synthetic import _save_png, make_scene, new_dataset_dir
 
 CARD_NAME = "sr_data.json"
 FORMAT = "cgdeploy-sr-data-v1"
-SCALES = (2, 4)  # the SR generators here upscale x2 or x4
 LR_METHOD = "PIL Image.resize BICUBIC (antialiased: kernel widened by the factor), HR modcropped to the scale"
 # bundled images that are not among quality.PHOTOS (chelsea's twin `cat` is left out on purpose): natural texture
 # for training; the grey ones are repeated to RGB (the Y-channel metric sees only luma anyway)

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclegan_deploy.errors import ConfigError
+from cyclegan_deploy.train.registry import SR_SCALES
 
-SRRESNET_SCALES = (2, 4)  # one PixelShuffle x2 stage per factor of 2
+SRRESNET_SCALES = SR_SCALES["srresnet"]  # one PixelShuffle x2 stage per factor of 2
 RRDBNET_UNSHUFFLE = {4: 1, 2: 2, 1: 4}  # scale -> pixel-unshuffle factor in front of the fixed x4 network
 
 

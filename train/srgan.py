@@ -40,6 +40,7 @@ PRETRAINED = "pretrained_net_G.pth"
 
 class SRGAN(GanModel):
     loss_names: ClassVar[tuple[str, ...]] = ("G_pixel", "G_content", "G_GAN", "D_real", "D_fake")
+    monitor_losses: ClassVar[tuple[str, ...]] = ("G_pixel",)  # the PSNR proxy; G_content is what is minimised
     visual_names: ClassVar[tuple[str, ...]] = ("LR", "bicubic", "SR", "HR")
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:

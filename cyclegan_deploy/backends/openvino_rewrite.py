@@ -49,25 +49,6 @@ def s2d_kernel(w: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return out
 
 
-def _narrow(conv: Any) -> np.ndarray | None:
-    """The weights of a convolution worth rewriting, else None."""
-    if conv.get_type_name() != "Convolution":
-        return None
-    weights = conv.input_value(1).get_node()
-    if weights.get_type_name() != "Constant":  # int8 weights come through FakeQuantize/Multiply
-        return None
-    attrs = conv.get_attributes()
-    if list(attrs["strides"]) != [1, 1] or list(attrs["dilations"]) != [1, 1]:
-        return None
-    w = weights.get_data()
-    if w.ndim != 4 or w.shape[0] > MAX_OUT or w.shape[2] != w.shape[3] or w.shape[2] < 3 or w.shape[2] % 2 == 0:
-        return None
-    return np.asarray(w, dtype=np.float32)
-
-
-ELEMENTWISE = {"Add", "Multiply", "Subtract", "Tanh", "Relu", "Sigmoid", "Clamp"}  # commute with DepthToSpace
-
-
 RESHAPES = {"Reshape", "Unsqueeze", "Squeeze"}  # how the ONNX reader shapes a bias: Reshape(Constant, [1,C,1,1])
 
 
@@ -77,7 +58,28 @@ def _constant(value: Any) -> np.ndarray | None:
     if node.get_type_name() in RESHAPES and value.get_partial_shape().is_static:
         data = _constant(node.input_value(0))
         return None if data is None else data.reshape(tuple(value.get_shape()))
+    if node.get_type_name() == "Convert":  # f16-compressed IR weights; int8 ones (Convert of i8/u8) are not float
+        data = _constant(node.input_value(0))
+        return data.astype(np.float32) if data is not None and data.dtype.kind == "f" else None
     return np.asarray(node.get_data()) if node.get_type_name() == "Constant" else None
+
+
+def _narrow(conv: Any) -> np.ndarray | None:
+    """The weights of a convolution worth rewriting, else None."""
+    if conv.get_type_name() != "Convolution":
+        return None
+    w = _constant(conv.input_value(1))
+    if w is None:  # int8 weights come through FakeQuantize or Subtract/Multiply: left alone
+        return None
+    attrs = conv.get_attributes()
+    if list(attrs["strides"]) != [1, 1] or list(attrs["dilations"]) != [1, 1]:
+        return None
+    if w.ndim != 4 or w.shape[0] > MAX_OUT or w.shape[2] != w.shape[3] or w.shape[2] < 3 or w.shape[2] % 2 == 0:
+        return None
+    return np.asarray(w, dtype=np.float32)
+
+
+ELEMENTWISE = {"Add", "Multiply", "Subtract", "Tanh", "Relu", "Sigmoid", "Clamp"}  # commute with DepthToSpace
 
 
 def _per_channel(node: Any, channels: int) -> np.ndarray | None:

@@ -27,6 +27,8 @@ from cyclegan_deploy.commands.options import (
     ENGINE,
     MODEL,
     PRECISION,
+    TILE,
+    TILE_OVERLAP,
     resolve_artifact,
 )
 from cyclegan_deploy.errors import CgDeployError
@@ -67,6 +69,8 @@ def register(app: typer.Typer) -> None:
         no_audio: bool = NO_AUDIO,
         threads: int | None = THREADS,
         throughput: bool = THROUGHPUT,
+        tile: int | None = TILE,
+        tile_overlap: int = TILE_OVERLAP,
         progress: bool = PROGRESS,
         force: bool = typer.Option(False, "--force", help="Replace outputs that exist (otherwise the run is refused "
                                                           "before any work, naming them)."),
@@ -80,7 +84,8 @@ def register(app: typer.Typer) -> None:
                 "performance_hint": "THROUGHPUT" if throughput else None}
         opts = BatchOptions(workers=workers, gpus_per_worker=gpus_per_worker, threads=threads,
                             segment_seconds=segment_seconds, retries=retries, resume=resume, force=force,
-                            address=address, audio=not no_audio, video=video, load=load, progress=progress)
+                            address=address, audio=not no_audio, video=video, load=load, progress=progress,
+                            tile=tile, tile_overlap=tile_overlap)
         try:
             report = run_batch(inputs, output, artifact, opts)
         except KeyboardInterrupt:

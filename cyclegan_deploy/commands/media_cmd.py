@@ -18,6 +18,8 @@ from cyclegan_deploy.commands.options import (
     FORCE,
     MODEL,
     PRECISION,
+    TILE,
+    TILE_OVERLAP,
     resolve_artifact,
 )
 from cyclegan_deploy.errors import CheckpointError, ConfigError
@@ -47,13 +49,6 @@ PRESET = typer.Option("veryfast", "--preset", help="x264/x265 preset (ultrafast 
 PIX_FMT = typer.Option(None, "--pix-fmt", help="Encoder pixel format (default yuv420p; yuv444p for odd sizes with "
                                                "h264/hevc to keep the size).")
 NO_AUDIO = typer.Option(False, "--no-audio", help="Drop the audio instead of copying it.")
-TILE = typer.Option(None, "--tile", min=1, help="Run the model on tiles of this many pixels (frames too large for "
-                                                "memory or a TensorRT profile; super-resolution models, not "
-                                                "instance-norm ones). Default: whole frames.")
-TILE_OVERLAP = typer.Option(16, "--tile-overlap", min=0, help="Pixels of context around each tile, discarded from "
-                                                              "its output (no seams when >= the model's reach).")
-
-
 def _size(text: str | None) -> tuple[int, int] | None:
     return None if text is None else parse_size(text, "--size")
 
@@ -80,16 +75,9 @@ def _open_backend(artifact: Path, backend: str, device: str, precision: str | No
 def _open(artifact: Path, backend: str, device: str, precision: str | None, threads: int | None, throughput: bool,
           tile: int | None, overlap: int) -> Backend:
     """_open_backend, wrapped in a TiledBackend with --tile."""
-    be = _open_backend(artifact, backend, device, precision, threads, throughput)
-    if tile is None:
-        return be
-    from cyclegan_deploy.tiling import TiledBackend
+    from cyclegan_deploy.tiling import maybe_tiled
 
-    try:
-        return TiledBackend(be, tile, overlap)
-    except BaseException:
-        be.close()
-        raise
+    return maybe_tiled(_open_backend(artifact, backend, device, precision, threads, throughput), tile, overlap)
 
 
 def _data_group(app: typer.Typer) -> typer.Typer | None:

@@ -22,6 +22,11 @@ FORCE = typer.Option(False, "--force", help="Replace an existing output (refused
 PRECISION = typer.Option(None, "--precision",
                          help="Backend precision: fp32 | fp16 | bf16 (torch autocast, OpenVINO hint); int8: "
                               "require an int8 graph's int8 execution (OpenVINO).")
+TILE = typer.Option(None, "--tile", min=1, help="Run the model on tiles of this many pixels (frames too large for "
+                                                "memory or a TensorRT profile; super-resolution models, not "
+                                                "instance-norm ones). Default: whole frames.")
+TILE_OVERLAP = typer.Option(16, "--tile-overlap", min=0, help="Pixels of context around each tile, discarded from "
+                                                              "its output (no seams when >= the model's reach).")
 
 
 def resolve_artifact(engine: Path | None, model: Path | None, checkpoint: Path | None) -> Path:

@@ -16,6 +16,8 @@ from cyclegan_deploy.commands.options import (
     ENGINE,
     MODEL,
     PRECISION,
+    TILE,
+    TILE_OVERLAP,
     resolve_artifact,
 )
 
@@ -60,6 +62,8 @@ def register(app: typer.Typer) -> None:
         max_ongoing: int | None = MAX_ONGOING,
         max_queued: int = MAX_QUEUED,
         address: str | None = ADDRESS,
+        tile: int | None = TILE,
+        tile_overlap: int = TILE_OVERLAP,
     ) -> None:
         """Serve the model over HTTP (Ray Serve): POST /translate an image, GET /healthz, /model, /stats."""
         from cyclegan_deploy.scale.serve import ServeOptions, start_server, stop_server
@@ -68,7 +72,8 @@ def register(app: typer.Typer) -> None:
         opts = ServeOptions(host=host, port=port, replicas=replicas, max_batch=1 if no_batching else max_batch,
                             batch_wait_ms=batch_wait_ms, max_body_bytes=int(max_body_mb * (1 << 20)),
                             max_pixels=max_pixels, timeout_s=timeout, max_ongoing=max_ongoing, max_queued=max_queued,
-                            address=address, backend=backend, device=device, precision=precision, threads=threads)
+                            address=address, backend=backend, device=device, precision=precision, threads=threads,
+                            tile=tile, tile_overlap=tile_overlap)
         server = start_server(artifact, opts)
         try:
             batching = (f"batches of up to {opts.max_batch} ({opts.batch_wait_ms:g} ms wait)" if opts.max_batch > 1

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cyclegan_deploy.artifacts import read_card
 from cyclegan_deploy.errors import CgDeployError, ConfigError
 from cyclegan_deploy.outputs import locked, refuse_existing
 from cyclegan_deploy.scale.inputs import WorkInput, collect_inputs
@@ -33,6 +34,7 @@ from cyclegan_deploy.scale.progress import BatchProgress
 from cyclegan_deploy.scale.report import BatchReport, InputResult
 from cyclegan_deploy.scale.segments import Segment, join_segments, plan_segments
 from cyclegan_deploy.scale.worker import SegmentResult
+from cyclegan_deploy.tiling import check_tiling
 from cyclegan_deploy.video.options import VideoOptions, check_options
 from cyclegan_deploy.video.probe import VideoInfo, check_encoder_options, output_codec, probe_video
 
@@ -54,6 +56,8 @@ class BatchOptions:
     audio: bool = True
     video: dict[str, Any] = field(default_factory=dict)  # VideoOptions fields: batch, crf, codec, preset, ...
     load: dict[str, Any] = field(default_factory=dict)  # load_backend arguments: backend, device, precision, ...
+    tile: int | None = None  # run the model on tiles of this many pixels (tiling.TiledBackend); None: whole frames
+    tile_overlap: int = 16
     progress: bool = True
     # called each time the driver looks at the workers (about twice a second) with the progress so far and the
     # process ids of the busy workers (tests kill one; an embedding app can show its own progress)
@@ -109,11 +113,13 @@ def _plan(items: list[WorkInput], out_dir: Path, artifact: Path, opts: BatchOpti
     return states
 
 
-def _check_options(opts: BatchOptions, states: list[_Input]) -> None:
+def _check_options(opts: BatchOptions, states: list[_Input], artifact: Path) -> None:
     """The options a worker would refuse, refused here before Ray starts."""
     check_options(VideoOptions(**opts.video))
     if opts.segment_seconds <= 0:
         raise ConfigError(f"--segment-seconds {opts.segment_seconds}: must be > 0")
+    if opts.tile is not None:
+        check_tiling(read_card(artifact), opts.tile, opts.tile_overlap)
     for st in states:
         check_encoder_options(output_codec(opts.video.get("codec"), st.dst), opts.video.get("pix_fmt"),
                               opts.video.get("preset", "veryfast"))
@@ -128,7 +134,7 @@ def run_batch(inputs: list[Path], out_dir: Path, artifact: Path, opts: BatchOpti
     items = collect_inputs(inputs, out_dir)
     with locked(out_dir, "-o"):
         states = _plan(items, out_dir, artifact, opts)
-        _check_options(opts, states)
+        _check_options(opts, states, artifact)
         if any(st.result.status == "pending" for st in states):
             report = _translate(states, artifact, out_dir, opts)
         else:  # nothing to do (--resume after a finished run, or every input unreadable): no Ray

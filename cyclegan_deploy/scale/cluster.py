@@ -125,7 +125,8 @@ class RayWorkers:
         load = {**opts.load, "threads": opts.threads or max(1, int(per))}
         actor = ray.remote(SegmentWorker).options(num_cpus=per, num_gpus=opts.gpus_per_worker, max_restarts=-1,
                                                   max_task_retries=opts.retries, max_concurrency=2)
-        self.actors = [actor.remote(str(self.artifact), load, opts.video) for _ in range(n)]
+        self.actors = [actor.remote(str(self.artifact), load, opts.video, opts.tile, opts.tile_overlap)
+                       for _ in range(n)]
         try:
             described = ray.get([a.describe.remote() for a in self.actors])
         except ray.exceptions.RayError as e:

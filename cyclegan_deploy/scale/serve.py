@@ -53,6 +53,8 @@ class ServeOptions:
     device: str = "auto"
     precision: str | None = None
     threads: int | None = None  # per replica; None: the CPUs Ray has, shared out between the replicas
+    tile: int | None = None  # run the model on tiles of this many pixels (tiling.TiledBackend); None: whole images
+    tile_overlap: int = 16
     opener: Callable[[], Backend] | None = None  # tests/embedders: builds the backend in each replica (picklable)
 
     @property
@@ -113,10 +115,12 @@ def open_backend(opts: ServeOptions) -> Backend:
     spinning, they lose their barriers to the proxy, decoding and encoding on the same cores (ResNet-9 on 2 cores,
     16 clients: 1.08 req/s spinning, 1.59 not, 1.67 for 1 client). Backends without the option ignore it."""
     from cyclegan_deploy.commands.media_cmd import _open_backend
+    from cyclegan_deploy.tiling import maybe_tiled
 
     if opts.opener is not None:
-        return opts.opener()
-    return _open_backend(Path(opts.artifact), opts.backend, opts.device, opts.precision, opts.threads, spin=False)
+        return maybe_tiled(opts.opener(), opts.tile, opts.tile_overlap)
+    return maybe_tiled(_open_backend(Path(opts.artifact), opts.backend, opts.device, opts.precision, opts.threads,
+                                     spin=False), opts.tile, opts.tile_overlap)
 
 
 def _preflight(opts: ServeOptions) -> Backend:

@@ -26,10 +26,12 @@ class SegmentResult:
 
 
 class SegmentWorker:
-    def __init__(self, artifact: str, load: dict[str, Any], video: dict[str, Any]) -> None:
+    def __init__(self, artifact: str, load: dict[str, Any], video: dict[str, Any], tile: int | None = None,
+                 tile_overlap: int = 16) -> None:
         from cyclegan_deploy.backends import load_backend
+        from cyclegan_deploy.tiling import maybe_tiled
 
-        self.backend = load_backend(Path(artifact), **load)
+        self.backend = maybe_tiled(load_backend(Path(artifact), **load), tile, tile_overlap)
         self.artifact, self.video = Path(artifact), video
         self.frames = 0  # written by the segment running now
 

@@ -163,3 +163,15 @@ def test_int8_graph_keeps_its_int8_convolutions(tiny_onnx: Path, tmp_path: Path)
     assert ran_on.get("f32") == ran_off.get("f32") == 1  # the output conv, float in both
     x = calib[0]
     np.testing.assert_allclose(on(x), off(x), atol=1e-4)
+
+
+def test_f16_compressed_ir_weights_are_rewritten_too(tmp_path: Path) -> None:
+    """An OpenVINO IR saved with compress_to_fp16 holds the weights as f16 Constant -> Convert."""
+    path, *_ = conv_graph(tmp_path / "g.onnx")
+    core = ov.Core()
+    ov.save_model(core.read_model(str(path)), str(tmp_path / "g.xml"), compress_to_fp16=True)
+    x = np.random.default_rng(4).standard_normal((1, 8, 19, 26)).astype(np.float32)
+    before, _, _ = run_ov(tmp_path / "g.xml", x, rewrite=False)
+    after, done, _ = run_ov(tmp_path / "g.xml", x, rewrite=True)
+    assert len(done) == 1
+    np.testing.assert_allclose(after, before, atol=1e-5)

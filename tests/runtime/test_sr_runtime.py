@@ -5,6 +5,7 @@ and audio; bench counts MACs per output pixel."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +38,20 @@ def sr_models(tmp_path_factory) -> dict[str, Path]:
 
 
 class _Shapes:
-    """Records the shapes a backend is called with."""
+    """Records the shapes a backend is called with, and the run_many calls (one per tiled batch)."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.meta, self.shapes = inner, inner.meta, []
+        self.inner, self.meta, self.shapes, self.many = inner, inner.meta, [], 0
         self.name, self.precision, self.device, self.threads = inner.name, inner.precision, "cpu", None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self.shapes.append(x.shape)
         return self.inner(x)
+
+    def run_many(self, batches, inflight=None):
+        self.many += 1
+        for x in batches:
+            yield self(x)
 
     def close(self) -> None:
         self.inner.close()
@@ -65,8 +71,22 @@ def test_tiled_equals_untiled(sr_models, arch, size, tile, overlap) -> None:
         got = tiled(x)
     s = 4 if arch.endswith("x4") else 2
     assert got.shape == want.shape == (2, 3, s * size[0], s * size[1])
-    assert len(spy.shapes) == tiled.calls > 1
+    assert len(spy.shapes) == tiled.calls > 1 and spy.many == 1  # the frame's tiles in one run_many
     assert {sh for sh in spy.shapes} == {(2, 3, min(tile, size[0]), min(tile, size[1]))}  # one shape for all calls
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_tiles_run_through_openvinos_async_queue(sr_models) -> None:
+    """An OpenVINO backend in THROUGHPUT mode gets a frame's tiles through run_many (several requests in
+    flight) and the frame is the same as untiled."""
+    pytest.importorskip("openvino")
+    x = np.random.default_rng(1).uniform(0, 1, (1, 3, 72, 84)).astype(np.float32)
+    with load_backend(sr_models["rrdbnet_x4"], "openvino", precision="f32", performance_hint="THROUGHPUT",
+                      inflight=3) as be:
+        assert be.max_inflight == 3
+        tiled = TiledBackend(be, 64, 20)
+        want, got = be(x), tiled(x)
+    assert tiled.calls > be.max_inflight
     assert np.abs(got - want).max() <= 1e-4
 
 
@@ -93,6 +113,52 @@ def test_video_upscaled_x4_keeps_frames_rate_and_audio(sr_models, tmp_path) -> N
     assert out.display_size == (96, 128) and probe_video(tmp_path / "tiled.mkv").display_size == (96, 128)
     assert out.rate == info.rate and out.audio == info.audio == ["aac"]
     assert out.duration == pytest.approx(info.duration, abs=1 / float(info.rate))
+
+
+def test_batch_worker_tiles_like_video(sr_models, tmp_path) -> None:
+    """`batch --tile`: the Ray actor class (run here in-process) wraps its backend in the same TiledBackend, so a
+    segment equals `video` through TiledBackend frame for frame (crf 0)."""
+    from video_checks import assert_same_video
+
+    from cyclegan_deploy.scale.worker import SegmentWorker
+
+    src = make_sample_video(tmp_path / "small.mp4", frames=6, size=(24, 32), audio=None)
+    worker = SegmentWorker(str(sr_models["rrdbnet_x4"]), {}, {"crf": 0}, tile=16, tile_overlap=4)
+    assert isinstance(worker.backend, TiledBackend) and (worker.backend.tile, worker.backend.overlap) == (16, 4)
+    done = worker.translate(str(src), str(tmp_path / "part.mkv"), Fraction(0), None)
+    with load_backend(sr_models["rrdbnet_x4"]) as be:
+        translate_video(src, tmp_path / "video.mkv", TiledBackend(be, 16, 4), VideoOptions(crf=0, progress=False))
+    assert done.frames == 6 and worker.backend.calls > 6
+    assert_same_video(tmp_path / "part.mkv", tmp_path / "video.mkv")
+
+
+def test_serve_replicas_tile_and_refuse_bad_tiles_before_ray(sr_models, tiny_onnx, capsys, monkeypatch) -> None:
+    """`serve --tile`: each replica's backend is tiled (open_backend, what the replicas and the preflight call);
+    an instance-norm model is refused by the preflight, in one line, before Ray starts."""
+    from cli_checks import one_error, run_cli
+
+    from cyclegan_deploy.scale.serve import ServeOptions, open_backend
+
+    be = open_backend(ServeOptions(artifact=str(sr_models["rrdbnet_x4"]), tile=16, tile_overlap=4))
+    try:
+        assert isinstance(be, TiledBackend) and "tiled 16px/4" in be.name
+    finally:
+        be.close()
+    pytest.importorskip("ray")
+    import socket
+
+    from cyclegan_deploy.scale import cluster
+
+    def no_ray(*_a, **_k):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(cluster, "start_ray", no_ray)
+    with socket.socket() as sock:  # a port free now (check_port runs before the model is opened)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, _, err = run_cli(capsys, "serve", "--model", tiny_onnx, "--tile", "64", "--port", str(port))
+    assert code == 1
+    one_error(err, "instance norm", alone=True)
 
 
 def test_bench_counts_macs_per_output_pixel(sr_models, tmp_path, capsys) -> None:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import pytest
 from cli_checks import one_error, run_cli
+from video_checks import assert_same_video
 
 av = pytest.importorskip("av")
 
@@ -22,34 +21,6 @@ from cyclegan_deploy.sample_media import make_sample_video  # noqa: E402
 from cyclegan_deploy.scale.inputs import collect_inputs  # noqa: E402
 from cyclegan_deploy.scale.segments import join_segments, keyframe_times, plan_segments  # noqa: E402
 from cyclegan_deploy.video import VideoOptions, probe_video, translate_video  # noqa: E402
-
-
-def frames_of(path: Path) -> tuple[list[Fraction], np.ndarray]:
-    with av.open(str(path)) as c:
-        vs = c.streams.video[0]
-        got = [(f.pts * Fraction(vs.time_base), f.to_ndarray(format="rgb24")) for f in c.decode(vs)]
-    return [t for t, _ in got], np.stack([a for _, a in got]).astype(np.int16)
-
-
-def audio_of(path: Path) -> list[tuple[int, bytes]]:
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            return []
-        a = c.streams.audio[0]
-        return [(p.pts, bytes(p)) for p in c.demux(a) if p.size]
-
-
-def assert_same_video(got: Path, want: Path) -> None:
-    """What `video` made of the whole file and what batch made of it: frame count, times, fps, duration, audio
-    packets, and pixels (both lossless here, so equal up to rounding in the colour conversion)."""
-    gi, wi = probe_video(got), probe_video(want)
-    assert (gi.rate, gi.display_size, gi.audio) == (wi.rate, wi.display_size, wi.audio)
-    assert gi.duration == pytest.approx(wi.duration, abs=1 / float(wi.rate))
-    gt, gf = frames_of(got)
-    wt, wf = frames_of(want)
-    assert gt == wt  # same count and the same timestamps, frame by frame
-    assert np.abs(gf - wf).max() <= 1
-    assert audio_of(got) == audio_of(want)
 
 
 def test_inputs_folders_lists_and_clashes(tmp_path):
@@ -205,3 +176,17 @@ def test_cli_errors_are_one_line(capsys, tmp_path, tiny_onnx):
     code, _, err = run_cli(capsys, "batch", clip, "-o", tmp_path / "o", "--model", tiny_onnx, "--preset", "warp")
     assert code == 1
     one_error(err, "warp", alone=True)
+
+
+def test_tile_is_checked_before_ray_starts(capsys, tmp_path, tiny_onnx, monkeypatch):
+    """`batch --tile` on an instance-norm model: the driver refuses it in one line, before any worker."""
+    from cyclegan_deploy.scale import cluster
+
+    def no_ray(*_a, **_k):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(cluster, "import_ray", no_ray)
+    clip = make_sample_video(tmp_path / "c.mp4", frames=2, size=(16, 16))
+    code, _, err = run_cli(capsys, "batch", clip, "-o", tmp_path / "o", "--model", tiny_onnx, "--tile", "64")
+    assert code == 1
+    one_error(err, "instance norm", alone=True)

@@ -455,3 +455,19 @@ def test_sizes_the_teacher_cannot_take_and_a_missing_target_domain_are_refused(
         distill_config(unet, tmp_path / "run", synth, crop_size=64, load_size=64)
     with pytest.raises(ConfigError, match="--gan-real data needs the target domain"):
         distill_config(teacher_run, tmp_path / "run", synth / "trainA", gan_real="data")
+
+
+def test_the_dataset_and_the_gan_real_check_read_the_same_layout(tmp_path: Path) -> None:
+    """One decision (data.distill_layout) for both: a BtoA teacher's root with trainB/ and train/ pairs but no
+    trainA/ reads trainB/ only, so --gan-real data is refused there rather than quietly falling back."""
+    from cyclegan_deploy.train.data import distill_layout
+
+    root = tmp_path / "root"
+    (root / "train").mkdir(parents=True)
+    assert distill_layout(root, "AtoB") == ("aligned", root)
+    (root / "trainB").mkdir()
+    assert distill_layout(root, "BtoA") == ("inputs", root / "trainB")
+    assert distill_layout(root, "AtoB") == ("aligned", root)
+    (root / "trainA").mkdir()
+    assert distill_layout(root, "BtoA") == ("unpaired", root)
+    assert distill_layout(tmp_path / "plain", "AtoB") == ("inputs", tmp_path / "plain")

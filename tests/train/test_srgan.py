@@ -213,6 +213,8 @@ def test_rrdbnet_x2_trains_on_x2_data(tmp_path: Path) -> None:
     (["--arch", "resnet_9blocks"], ["x2 or x4", "resnet_9blocks"]),
     (["--crop-size", "30"], ["--crop-size 30", "multiple of 4"]),
     (["--vgg-weights", "missing.pth"], ["missing.pth", "VGG19"]),
+    (["--norm", "batch"], ["--norm", "fix their normalisation"]),  # was quietly replaced by the arch's own
+    (["--no-dropout"], ["--dropout", "no dropout"]),
 ])
 def test_bad_srgan_options_are_one_line_errors(sr_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                args: list[str], words: list[str]) -> None:
@@ -238,3 +240,14 @@ def test_srgan_on_a_non_sr_data_root_and_sr_options_elsewhere_are_refused(tmp_pa
     code, _, err = run_cli(capsys, "train", synth, "-o", tmp_path / "run", "--pretrain-epochs", "2")
     assert code == 1
     one_error(err, "--pretrain-epochs", "only for --model srgan")
+
+
+def test_progress_total_counts_the_pixel_loss_once() -> None:
+    """SRGAN logs G_pixel beside G_content (equal while pretraining or with pixel content): the bar's G total
+    is the objective, content + adversarial, not the pixel MSE twice."""
+    from cyclegan_deploy.train.loop import _summary
+    from cyclegan_deploy.train.srgan import SRGAN
+
+    losses = {"G_pixel": 0.25, "G_content": 0.25, "G_GAN": 0.5, "D_real": 0.125, "D_fake": 0.25}
+    assert _summary(losses, SRGAN.monitor_losses) == "G 0.750  D 0.375"
+    assert _summary(losses) == "G 1.000  D 0.375"  # models without monitors sum every G loss
