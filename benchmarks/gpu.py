@@ -7,10 +7,13 @@ Runs from a plain checkout (no pip install; see _common.bootstrap) with only pyt
 onnx and numpy required; onnxscript, onnxruntime(-gpu), TensorRT + cuda-python, rich and matplotlib are used
 when importable. Model: the seeded full-size ResNet-9 (ngf 64, instance norm), or --checkpoint.
 Built here: FP32 ONNX, FP16 ONNX (FP32 instance norm), and a strongly typed TensorRT engine from the FP16
-graph with one profile covering every size and batch. Cases: torch CUDA fp32 / fp16 / bf16 autocast,
-torch.compile fp16, ONNX Runtime CUDA fp32 / fp16 graph, ONNX Runtime TensorRT EP (fp16 graph), TensorRT
-engine; each at batch 1 and 4. Parity of every case vs torch fp32 on the CPU (no TF32) on the same frame;
-speedups vs torch CUDA fp32 eager. What cannot run here is reported "unavailable: <why>", never dropped.
+graph with one profile covering every size and batch. Cases: torch CUDA fp32 (TF32 off) / fp16 / bf16 (the
+model cast, channels_last), fp16 with CUDA graphs, torch.compile fp16 (default and max-autotune), ONNX Runtime
+CUDA fp32 / fp16 graph, ONNX Runtime TensorRT EP (fp16 graph), TensorRT engine; each at batch 1 and 4. Parity
+of every case vs torch fp32 on the CPU (no TF32) on the same frame; speedups vs torch CUDA fp32 eager. Then
+the video path end to end (--video-backend, default torch-cuda-fp16-graphs: uint8 frames in and out,
+normalisation and rounding on the GPU) on a generated clip at the largest size, against that backend's
+inference-only fps in the same run. What cannot run here is reported "unavailable: <why>", never dropped.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, TINY_SIZES, bootstrap, command_output, parse_sizes, prepare  # noqa: E402
 
-SPECS = ["torch-cuda", "torch-cuda-fp16", "torch-cuda-bf16", "torch-cuda-compile-fp16", "onnxruntime-cuda",
-         "onnxruntime-cuda-fp16", "onnxruntime-trt-fp16", "tensorrt"]
+SPECS = ["torch-cuda", "torch-cuda-fp16", "torch-cuda-fp16-graphs", "torch-cuda-bf16", "torch-cuda-compile-fp16",
+         "torch-cuda-compile-max-fp16", "onnxruntime-cuda", "onnxruntime-cuda-fp16", "onnxruntime-trt-fp16", "tensorrt"]
+VIDEO_SPEC = "torch-cuda-fp16-graphs"  # the video path end to end: uint8 frames in/out, pre/post on the GPU
+VIDEO_FRAMES = 240
 
 
 def cuda_env() -> dict[str, Any]:
@@ -96,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--max-seconds", type=float, default=None, help="per case (default 20)")
     ap.add_argument("--keep-artifacts", action="store_true", help="copy the ONNX/engine files into OUT/artifacts")
+    ap.add_argument("--video-backend", default=VIDEO_SPEC, help="spec timed on the video path end to end ('' to "
+                    f"skip; default {VIDEO_SPEC})")
+    ap.add_argument("--video-size", default=None, help="HxW of the generated clip (default: the largest size)")
     args = ap.parse_args(argv)
     how = bootstrap()
     from cyclegan_deploy.artifacts import sidecar_path, write_json
@@ -119,12 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("onnx", "onnx-fp16"):
             if paths["onnx" if kind == "onnx" else "onnx_fp16"] is None:
                 missing[kind] = BackendUnavailableError(f"no {kind} graph could be made here (see notes)")
+        clip = None
+        if args.video_backend:
+            from cyclegan_deploy.sample_media import make_sample_video
+
+            vh, vw = parse_sizes(args.video_size)[0] if args.video_size else max(sizes, key=lambda s: s[0] * s[1])
+            clip = make_sample_video(work / "clip.mp4", frames=24 if args.tiny else VIDEO_FRAMES, size=(vh, vw))
+            notes.append(f"video: {clip.name}, {24 if args.tiny else VIDEO_FRAMES} generated frames at {vh}x{vw} "
+                         f"with AAC audio, through {args.video_backend}")
         cfg = BenchConfig(out_dir=args.out, specs=args.specs.split(","), sizes=sizes, batches=batches,
                           checkpoint=paths["checkpoint"], onnx=paths["onnx"], onnx_fp16=paths["onnx_fp16"],
                           engine=engine, reference="torch", baseline="torch-cuda", artifact_errors=missing,
                           repeats=args.repeats or (3 if args.tiny else 50),
                           warmup=args.warmup or (1 if args.tiny else 5),
-                          max_seconds=args.max_seconds or (2.0 if args.tiny else 20.0), notes=notes)
+                          max_seconds=args.max_seconds or (2.0 if args.tiny else 20.0), notes=notes,
+                          video=clip, video_backend=args.video_backend or None)
         results = run_bench(cfg)
         results["cuda"] = cuda_env()
         results["notes"].append(f"whole script took {time.time() - t0:.0f} s")

@@ -109,6 +109,14 @@ def pad_to_model(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.pad(batch, ((0, 0), (0, 0), (0, 0), (0, pw - w)), mode="reflect" if w > 1 else "edge")
 
 
+def pad_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """pad_to_model for (N, H, W, C) frames (uint8 for a backend that normalises on its device): the same
+    reflection, so the pixels the model sees are the same; a contiguous (N, H', W', C) array."""
+    if frames.shape[1:3] == tuple(size):
+        return frames
+    return np.ascontiguousarray(pad_to_model(frames.transpose(0, 3, 1, 2), size).transpose(0, 2, 3, 1))
+
+
 def crop(batch: np.ndarray, height: int, width: int, scale: int = 1) -> np.ndarray:
     """Undo pad_to_multiple on a model output: keep the top-left (scale*height, scale*width)."""
     h, w = height * scale, width * scale

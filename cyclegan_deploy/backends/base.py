@@ -35,6 +35,10 @@ class Backend:
     def _run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # True when the backend takes uint8 frames and gives uint8 frames back (run_uint8: pre/post-processing on
+    # its device; torch on CUDA), which `video` then uses instead of the host-side float path
+    uint8_io: bool = False
+
     # How many batches this backend usefully runs at once (OpenVINO THROUGHPUT mode: its optimal number of
     # infer requests); 1 for backends that run one synchronous call at a time.
     max_inflight: int = 1

@@ -1,18 +1,29 @@
 """PyTorch backend: a generator checkpoint run eagerly (or torch.compile'd) on CPU or CUDA.
 
-Reduced precision is autocast: convolutions run in fp16/bf16 on fp32 weights cast per call. instance_norm is
-not on autocast's fp32 list, so it runs on the fp16/bf16 activations, but its mean and variance are accumulated
-in fp32 by the kernel (as they would be after model.half()). The washed-out FP16 outputs documented for this
-architecture come from FP16 instance-norm layers elsewhere (NVIDIA/TensorRT#2691, onnxruntime#10079), not torch.
+Reduced precision: on CUDA the model itself is cast (model.half() / .bfloat16(), inputs cast once on the
+device), the field's practice for inference: no per-call weight casts. instance_norm then runs on fp16/bf16
+activations, but its mean and variance are accumulated in fp32 by the kernel. The washed-out FP16 outputs
+documented for this architecture come from FP16 instance-norm layers elsewhere (NVIDIA/TensorRT#2691,
+onnxruntime#10079), not torch. On CPU bf16 is autocast (convolutions in bf16 on fp32 weights).
 
 CUDA: cuDNN picks its fastest algorithms per input shape (cudnn.benchmark; video keeps one shape), and TF32 is
 set explicitly, off unless asked (`tf32` option), so "fp32" means FP32 as it does for the TensorRT FP32 engines;
 `tf32` records it (None on CPU). Both are process-wide torch switches, so they are set again before each call.
+`cuda_graphs` captures one CUDA graph per input shape (after warm-up calls, so cuDNN's search is done) with
+static device buffers and pinned host buffers, and replays it: one launch per batch instead of one per layer.
+
+uint8 in and out (`run_uint8`, used by `video` when `uint8_io`): frames go to the device as uint8 (a quarter
+of the float32 bytes), are normalised there, and come back as uint8 after the output's scaling, clipping and
+rounding ran there too; the same float32 operations as frames.to_model/to_uint8, so the pixels are the same
+as the host path's. On by default on CUDA (`device_io`), off on CPU (the host path's per-frame thread pool is
+faster there); `device_io=True` on CPU runs the same code (tests compare it with the host path).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,22 +31,37 @@ from typing import Any
 import numpy as np
 
 from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
 from cyclegan_deploy.metadata import canonical_precision
+
+GRAPH_SHAPES = 4  # captured graphs (and their buffers) kept: a video uses one shape, bench a few
+GRAPH_WARMUP = 3  # eager calls on a side stream before capture (cuDNN's algorithm search, lazy inits)
 
 
 @dataclass
 class TorchOptions(BackendOptions):
     threads: int | None = None  # torch's intra-op threads (process-wide; default: physical cores)
     compile: bool = False  # torch.compile (inductor); the first call compiles
+    compile_mode: str | None = None  # torch.compile mode: "max-autotune", "reduce-overhead"...; None: default
     channels_last: bool = False  # lets oneDNN/cuDNN pick their NHWC kernels
     tf32: bool = False  # CUDA: TF32 convolutions/matmuls for fp32 (faster, 10-bit mantissa inputs); off = true FP32
+    cuda_graphs: bool = False  # CUDA: one captured graph per input shape, replayed
+    device_io: bool | None = None  # uint8 frames in/out, pre/post-processing on the device; None: on for CUDA
     # overrides of what load_generator infers from the checkpoint (see `cgdeploy export --help`)
     direction: str | None = None
     arch: str | None = None
     ngf: int | None = None
     norm: str | None = None
     dropout: bool | None = None
+
+
+@dataclass
+class _Captured:
+    graph: Any  # torch.cuda.CUDAGraph
+    inputs: Any  # static device input the graph reads
+    outputs: tuple[Any, ...]  # static device outputs it writes
+    host_in: Any  # pinned host staging buffers
+    host_out: tuple[Any, ...]
 
 
 class TorchBackend(Backend):
@@ -50,7 +76,7 @@ class TorchBackend(Backend):
         from cyclegan_deploy.train.checkpoints import load_generator
 
         chosen = canonical_precision(precision or "fp32", ("fp32", "fp16", "bf16"), "torch precision", auto=True)
-        self.precision = "fp32" if chosen == "auto" else chosen  # autocast is opt-in: auto means FP32 here
+        self.precision = "fp32" if chosen == "auto" else chosen  # reduced precision is opt-in: auto means FP32
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda"):
@@ -60,29 +86,42 @@ class TorchBackend(Backend):
             raise BackendUnavailableError(f"--device cuda asked but torch {torch.__version__} ({build}) has no "
                                           "usable GPU; use --device cpu or install a CUDA build of torch")
         if self.precision == "fp16" and device != "cuda":
-            raise BackendUnavailableError("fp16 autocast runs on CUDA only; on CPU use --precision bf16 or fp32")
+            raise BackendUnavailableError("fp16 runs on CUDA only; on CPU use --precision bf16 or fp32")
         if self.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
             raise BackendUnavailableError(f"{torch.cuda.get_device_name()} has no bf16 support; use --precision fp16")
+        for flag, value in (("tf32", opts.tf32), ("cuda_graphs", opts.cuda_graphs)):
+            if value and device != "cuda":
+                raise ConfigError(f"{flag} applies to CUDA only (this backend runs on {device})")
+        if opts.cuda_graphs and opts.compile:
+            raise ConfigError("cuda_graphs and compile do not combine; torch.compile(mode='reduce-overhead') "
+                              "captures CUDA graphs itself")
         if opts.threads:
             torch.set_num_threads(opts.threads)  # process-wide in torch; the default is the physical core count
         self.threads = torch.get_num_threads()
         self._torch = torch
         self.device = device
         self.tf32: bool | None = opts.tf32 if device == "cuda" else None
-        if opts.tf32 and device != "cuda":
-            raise ConfigError("tf32 applies to CUDA only; TF32 is an NVIDIA tensor-core format")
         if device == "cuda":
             self._cuda_flags()
         model, self.meta = load_generator(path, direction=opts.direction, arch=opts.arch, ngf=opts.ngf,
                                           norm=opts.norm, dropout=opts.dropout)
         model = model.to(device)
+        # CUDA fp16/bf16: the model itself in that dtype; CPU bf16: autocast (see the module doc)
+        self._dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision) if device == "cuda" \
+            else None
+        if self._dtype is not None:
+            model = model.to(self._dtype)
         self._memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
         if opts.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.model: Any = torch.compile(model) if opts.compile else model
+        compile_args = {"mode": opts.compile_mode} if opts.compile_mode else {}
+        self.model: Any = torch.compile(model, **compile_args) if opts.compile else model
+        self.cuda_graphs = opts.cuda_graphs
+        self.uint8_io = device == "cuda" if opts.device_io is None else bool(opts.device_io)
+        self._graphs: OrderedDict[tuple[str, tuple[int, ...]], _Captured] = OrderedDict()
         parts = ["torch", device] + ([self.precision] if self.precision != "fp32" else [])
         parts += (["compile"] if opts.compile else []) + (["cl"] if opts.channels_last else [])
-        parts += ["tf32"] if self.tf32 else []
+        parts += (["tf32"] if self.tf32 else []) + (["graphs"] if self.cuda_graphs else [])
         self.name = "-".join(parts)
 
     def _cuda_flags(self) -> None:
@@ -92,25 +131,105 @@ class TorchBackend(Backend):
         backends.cudnn.allow_tf32 = bool(self.tf32)
 
     def _autocast(self) -> Any:
-        if self.precision == "fp32":
+        if self.precision == "fp32" or self._dtype is not None:
             return contextlib.nullcontext()
-        dtype = self._torch.float16 if self.precision == "fp16" else self._torch.bfloat16
-        return self._torch.autocast(device_type=self.device, dtype=dtype)
+        return self._torch.autocast(device_type=self.device, dtype=self._torch.bfloat16)  # CPU bf16
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, x: Any) -> Any:
+        """float32 NCHW on the device -> the model's output as float32 NCHW."""
+        x = x.contiguous(memory_format=self._memory_format)  # NHWC strides with channels_last
+        if self._dtype is not None:
+            x = x.to(self._dtype)
+        with self._autocast():
+            return self.model(x).float()
+
+    def _uint8_forward(self, rgb: Any) -> tuple[Any, Any]:
+        """(N, H, W, 3) uint8 on the device -> ((N, sH, sW, 3) uint8, all outputs finite): frames.to_model and
+        frames.to_uint8 as float32 torch ops, the model between them."""
         torch = self._torch
-        x = torch.from_numpy(batch)
+        lo, hi = (float(v) for v in self.meta.input_range)
+        x = rgb.permute(0, 3, 1, 2).float()  # (N, 3, H, W) with NHWC strides
+        x = x * float(np.float32((hi - lo) / 255.0))  # the float32 constants of frames.normalise_into
+        if lo:
+            x = x + float(np.float32(lo))
+        y = self._forward(x)
+        finite = torch.isfinite(y).all()
+        lo, hi = (float(v) for v in self.meta.output_range)
+        y = (y - float(np.float32(lo))) * float(np.float32(255.0 / (hi - lo)))  # frames.to_uint8's
+        out = torch.round(torch.clamp(y, 0.0, 255.0)).to(torch.uint8)  # round half to even, as np.rint
+        return out.permute(0, 2, 3, 1).contiguous(), finite
+
+    def _call(self, kind: str, host: np.ndarray, fn: Callable[[Any], tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
+        """`fn`'s outputs for `host` on the device, as host arrays: a replayed CUDA graph, or eagerly."""
+        if self.cuda_graphs:
+            return self._replay(kind, host, fn)
+        torch = self._torch
+        x = torch.from_numpy(host)
         if self.device == "cuda":
             self._cuda_flags()
             # a plain copy: pinning a fresh buffer every call costs more than the pageable copy it saves
             x = x.to(self.device)
-        x = x.contiguous(memory_format=self._memory_format)  # (N, C, H, W), NHWC strides with channels_last
-        with torch.inference_mode(), self._autocast():
-            y = self.model(x)
-        return np.ascontiguousarray(y.float().cpu().numpy())
+        with torch.inference_mode():
+            return tuple(np.ascontiguousarray(y.cpu().numpy()) for y in fn(x))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        (out,) = self._call("float", batch, lambda x: (self._forward(x),))
+        return out
+
+    def run_uint8(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(N, H, W, 3) uint8 RGB frames, already padded to the model's multiple -> ((N, scale*H, scale*W, 3)
+        uint8, whether every output value was finite), pre/post-processing on the backend's device."""
+        if rgb.ndim != 4 or rgb.shape[-1] != self.meta.input_nc or rgb.dtype != np.uint8:
+            raise ShapeError(f"{self.name}: expected uint8 frames (N,H,W,{self.meta.input_nc}), got {rgb.dtype} "
+                             f"{rgb.shape}")
+        m = max(1, int(self.meta.multiple))
+        if rgb.shape[1] % m or rgb.shape[2] % m:
+            raise ShapeError(f"{self.name}: frames of {rgb.shape[1]}x{rgb.shape[2]} are not multiples of {m}; "
+                             "pad them first (frames.pad_to_model)")
+        out, finite = self._call("uint8", np.ascontiguousarray(rgb), self._uint8_forward)
+        return out, bool(finite)
+
+    # -- CUDA graphs -----------------------------------------------------------------------------------
+    def _replay(self, kind: str, host: np.ndarray, fn: Callable[[Any], tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
+        """Copy `host` into this shape's static input (via its pinned buffer), replay its graph, and copy the
+        outputs back (into pinned buffers, then the caller's own arrays)."""
+        torch = self._torch
+        self._cuda_flags()
+        captured = self._graph(kind, host, fn)
+        captured.host_in.copy_(torch.from_numpy(host))
+        captured.inputs.copy_(captured.host_in, non_blocking=True)
+        captured.graph.replay()
+        for dst, src in zip(captured.host_out, captured.outputs, strict=True):
+            dst.copy_(src, non_blocking=True)
+        torch.cuda.current_stream().synchronize()
+        return tuple(np.array(h.numpy()) for h in captured.host_out)  # copies: the buffers are reused
+
+    def _graph(self, kind: str, host: np.ndarray, fn: Callable[[Any], tuple[Any, ...]]) -> _Captured:
+        key = (kind, tuple(host.shape))
+        if (hit := self._graphs.get(key)) is not None:
+            self._graphs.move_to_end(key)
+            return hit
+        torch = self._torch
+        static = torch.from_numpy(host).to(self.device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP):
+                fn(static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph):
+            outputs = fn(static)
+        captured = _Captured(graph, static, outputs, torch.empty_like(static, device="cpu").pin_memory(),
+                             tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs))
+        self._graphs[key] = captured
+        while len(self._graphs) > GRAPH_SHAPES:
+            self._graphs.popitem(last=False)
+        return captured
 
     def close(self) -> None:
         self.model = None
+        self._graphs.clear()
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
 

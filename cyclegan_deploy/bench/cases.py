@@ -49,6 +49,11 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("torch-cuda-bf16", "torch-cuda", "checkpoint", "cuda", "bf16", {"precision": "bf16", **_CL}),
     Spec("torch-cuda-compile-fp16", "torch-cuda", "checkpoint", "cuda", "fp16",
          {"compile": True, "precision": "fp16", **_CL}),
+    Spec("torch-cuda-compile-max-fp16", "torch-cuda", "checkpoint", "cuda", "fp16",
+         {"compile": True, "compile_mode": "max-autotune", "precision": "fp16", **_CL}),
+    # one captured CUDA graph per shape, replayed (static device buffers, pinned host buffers)
+    Spec("torch-cuda-fp16-graphs", "torch-cuda", "checkpoint", "cuda", "fp16",
+         {"precision": "fp16", "cuda_graphs": True, **_CL}),
     Spec("onnxruntime", "onnxruntime-cpu", "onnx", "cpu", "fp32"),
     Spec("onnxruntime-cuda", "onnxruntime-cuda", "onnx", "cuda", "fp32"),
     Spec("onnxruntime-cuda-fp16", "onnxruntime-cuda", "onnx-fp16", "cuda", "fp16"),

@@ -185,7 +185,9 @@ def video_line(video: dict[str, Any]) -> str:
         return f"Video end-to-end ({video['video']}): {video['status']}"
     return (f"Video end-to-end ({video['video']}, {video['backend_name']}, batch {video['batch']}, {video['frames']} "
             f"frames {video['size'][1]}x{video['size'][0]}): **{video['end_to_end_fps']:.2f} fps** end-to-end vs "
-            f"{video['inference_only_fps']:.2f} fps inference-only ({100 * video['end_to_end_vs_inference']:.0f}%); "
+            f"{video['inference_only_fps']:.2f} fps inference-only ({100 * video['end_to_end_vs_inference']:.0f}%"
+            + (", both with uint8 frames in and out, pre/post-processing on the device"
+               if video.get("inference_io") == "uint8" else "") + "); "
             "busy seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in video["stage_busy_s"].items()) + ".")
 
 

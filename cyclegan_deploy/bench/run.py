@@ -284,6 +284,21 @@ def run_bench(cfg: BenchConfig, loader: Loader | None = None, log: Log = _stderr
     return results
 
 
+class _Uint8Call:
+    """A uint8-I/O backend's call as the video pipeline makes it (uint8 frames in and out, pre/post-processing
+    on its device), shaped like a float call for timed(): the output is viewed as (N, C, H, W)."""
+
+    def __init__(self, backend: Any, x: np.ndarray) -> None:
+        from cyclegan_deploy.frames import to_uint8
+
+        self.backend, self.meta = backend, backend.meta
+        self.frames = np.ascontiguousarray(to_uint8(x, backend.meta.input_range).transpose(0, 2, 3, 1))
+
+    def __call__(self, _x: np.ndarray) -> np.ndarray:
+        out, _ = self.backend.run_uint8(self.frames)
+        return np.asarray(out).transpose(0, 3, 1, 2)
+
+
 def run_video(cfg: BenchConfig, records: list[CaseResult], loader: Loader, log: Log) -> dict[str, Any]:
     """Whole-pipeline fps (decode -> model -> encode, cyclegan_deploy.video) vs inference-only fps of the
     same backend, batch and frame size measured in the same run, plus the per-stage busy times."""
@@ -305,7 +320,9 @@ def run_video(cfg: BenchConfig, records: list[CaseResult], loader: Loader, log: 
             rh, rw = backend_run_size(backend, *info.display_size)
             log(f"video: inference-only {spec.name} {rh}x{rw} batch {batch}")
             x = make_input(batch, rh, rw, cfg.seed, backend.meta.input_range)
-            _, _, samples, _ = timed(backend, x, cfg)
+            # a uint8-I/O backend: the pipeline calls run_uint8, so inference-only is timed on that call too
+            io = "uint8" if getattr(backend, "uint8_io", False) else "float32"
+            _, _, samples, _ = timed(_Uint8Call(backend, x) if io == "uint8" else backend, x, cfg)
             stats = latency_stats(samples)
             # the same batches in flight on both sides: the pipeline keeps the backend's own count (OpenVINO
             # THROUGHPUT mode: several), so inference-only is then measured through run_many too
@@ -321,7 +338,7 @@ def run_video(cfg: BenchConfig, records: list[CaseResult], loader: Loader, log: 
         busy_infer = report.busy_s.get("inference", 0.0)
         result.update(status="ok", backend_name=report.backend, frames=report.frames, size=list(report.size),
                       run_size=[rh, rw], output=str(dst), wall_s=report.wall_s, end_to_end_fps=report.fps,
-                      inference_only_fps=infer_fps, inference_only_ms=stats, inflight=inflight,
+                      inference_only_fps=infer_fps, inference_only_ms=stats, inflight=inflight, inference_io=io,
                       pipeline_inference_fps=report.frames / busy_infer if busy_infer else None,
                       end_to_end_vs_inference=report.fps / infer_fps, stage_busy_s=report.busy_s,
                       warnings=report.warnings)

@@ -20,7 +20,8 @@ ADDRESS = typer.Option(None, "--address", help="Ray cluster to run on (batch, se
                                                "instance for this run.")
 FORCE = typer.Option(False, "--force", help="Replace an existing output (refused otherwise).")
 PRECISION = typer.Option(None, "--precision",
-                         help="Backend precision: fp32 | fp16 | bf16 (torch autocast, OpenVINO hint); int8: "
+                         help="Backend precision: fp32 | fp16 | bf16 (torch: the model cast on CUDA, autocast on CPU; "
+                              "OpenVINO: its hint); int8: "
                               "require an int8 graph's int8 execution (OpenVINO).")
 TILE = typer.Option(None, "--tile", min=1, help="Run the model on tiles of this many pixels (frames too large for "
                                                 "memory or a TensorRT profile; super-resolution models, not "

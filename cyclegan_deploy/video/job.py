@@ -31,7 +31,7 @@ import numpy as np
 
 from cyclegan_deploy.artifacts import commit
 from cyclegan_deploy.errors import CgDeployError, ConfigError, MediaError
-from cyclegan_deploy.frames import crop, from_model, normalise_into, pad_to_model, to_model
+from cyclegan_deploy.frames import crop, from_model, normalise_into, pad_frames, pad_to_model, to_model
 from cyclegan_deploy.model_checks import (
     all_finite,
     check_generator,
@@ -84,6 +84,10 @@ class _Batch:
     rgb: np.ndarray | None = None  # (batch, H, W, 3) uint8 upright model input; rows past len(pts) repeat
     tensor: np.ndarray | None = None  # (batch, 3, H', W') float32, padded for the model (frames.model_size)
     out: np.ndarray | None = None  # (batch, 3, scale*H', scale*W') float32 from the backend
+    # a uint8-I/O backend (pre/post-processing on its device): (batch, H', W', 3) uint8 in, padded, and
+    # (batch, scale*H', scale*W', 3) uint8 out, in place of tensor and out
+    upload: np.ndarray | None = None
+    out_rgb: np.ndarray | None = None
 
 
 class _Job:
@@ -107,6 +111,7 @@ class _Job:
         self.label = model_label(backend, opts.model)
         self.good_calls = 0  # backend calls that returned a valid batch (a failure before any is the model's)
         self.inflight = inflight_for(backend, opts.inflight)
+        self.device_io = bool(getattr(backend, "uint8_io", False))  # frames go to the backend as uint8
         self.decoded = 0
         self.no_pts = 0  # frames without a timestamp (raw .h264 streams): spaced at the stream's rate
 
@@ -193,7 +198,7 @@ class _Job:
         return table[purpose]
 
     def _pre_one(self, b: _Batch, i: int) -> None:
-        assert b.rgb is not None and b.tensor is not None
+        assert b.rgb is not None
         frame = b.frames[i]
         h, w = self.scaled
         kwargs: dict[str, Any] = {"format": "rgb24", "threads": self.sws_threads}
@@ -201,18 +206,31 @@ class _Job:
             kwargs.update(width=w, height=h, interpolation=self.interp)
         rgb = self._sws("in").reformat(frame, **kwargs).to_ndarray()
         b.rgb[i] = np.rot90(rgb, self.k) if self.k else rgb
-        if self.plan.padded == self.plan.model_in:  # no padding: normalise straight into the batch tensor
+        if self.device_io:  # the backend normalises on its device; padding (rare) stays here, on uint8
+            if b.upload is not b.rgb:
+                assert b.upload is not None
+                b.upload[i] = pad_frames(b.rgb[i:i + 1], self.plan.padded)[0]
+        elif self.plan.padded == self.plan.model_in:  # no padding: normalise straight into the batch tensor
+            assert b.tensor is not None
             normalise_into(b.rgb[i].transpose(2, 0, 1), b.tensor[i], self.in_range)
         else:
+            assert b.tensor is not None
             b.tensor[i] = pad_to_model(to_model(b.rgb[i], self.in_range), self.plan.padded)[0]
 
     def preprocess(self, b: _Batch) -> _Batch:
         n, count = self.opts.batch, len(b.pts)
         b.rgb = np.empty((n, *self.plan.model_in, 3), np.uint8)
-        b.tensor = np.empty((n, 3, *self.plan.padded), np.float32)
+        if self.device_io:
+            b.upload = b.rgb if self.plan.padded == self.plan.model_in else np.empty((n, *self.plan.padded, 3),
+                                                                                      np.uint8)
+        else:
+            b.tensor = np.empty((n, 3, *self.plan.padded), np.float32)
         list(self.pool.map(partial(self._pre_one, b), range(count)))
         if count < n:  # fixed batch shape: no re-plan / re-compile in the backend for the last batch
-            b.rgb[count:], b.tensor[count:] = b.rgb[count - 1], b.tensor[count - 1]
+            b.rgb[count:] = b.rgb[count - 1]
+            for full in (b.tensor, b.upload):
+                if full is not None and full is not b.rgb:
+                    full[count:] = full[count - 1]
         b.frames = []
         return b
 
@@ -230,6 +248,9 @@ class _Job:
             assert b.tensor is not None
             return b.tensor
 
+        if self.device_io:
+            yield from self._infer_uint8(batches, failed)
+            return
         with closing(ordered_outputs(self.backend, batches, tensor, self.inflight, failed)) as outputs:
             for b, shape, out in outputs:
                 check_output(out, shape, meta, self.label, name)
@@ -240,6 +261,26 @@ class _Job:
                 b.out, b.tensor = out, None
                 yield b
 
+    def _infer_uint8(self, batches: Iterator[_Batch], failed: Any) -> Iterator[_Batch]:
+        """infer() for a uint8-I/O backend: padded uint8 frames in, uint8 frames out, finiteness checked on
+        the device (the float output never reaches the host)."""
+        name, meta = self.backend.name, self.backend.meta
+
+        def upload(b: _Batch) -> np.ndarray:
+            assert b.upload is not None
+            return b.upload
+
+        with closing(ordered_outputs(_Uint8Calls(self.backend), batches, upload, 1, failed)) as outputs:
+            for b, shape, (rgb, finite) in outputs:
+                n, h, w, c = shape
+                check_output(rgb.transpose(0, 3, 1, 2), (n, c, h, w), meta, self.label, name)
+                if not finite:
+                    raise non_finite_error(self.label, f"frames {b.first + 1}-{b.first + len(b.pts)} of "
+                                                       f"{self.info.path}")
+                self.good_calls += 1
+                b.out_rgb, b.upload = rgb, None
+                yield b
+
     @property
     def shape(self) -> tuple[int, ...]:
         """Every batch's tensor shape (fixed: the last batch repeats its last frame)."""
@@ -248,9 +289,14 @@ class _Job:
     def _post_one(self, b: _Batch, i: int) -> Any:
         import av
 
-        assert b.out is not None and b.rgb is not None
+        assert b.rgb is not None
         plan = self.plan
-        rgb = from_model(crop(b.out[i:i + 1], *plan.model_in, plan.scale), self.out_range)[0]
+        if b.out_rgb is not None:  # already uint8 (the backend's device did it): crop the padding
+            h, w = plan.model_in
+            rgb = b.out_rgb[i, :plan.scale * h, :plan.scale * w]
+        else:
+            assert b.out is not None
+            rgb = from_model(crop(b.out[i:i + 1], *plan.model_in, plan.scale), self.out_range)[0]
         if plan.side_by_side:
             rgb = np.concatenate([self._input_half(b.rgb[i]), rgb], axis=1)
         if any(plan.pad_even):
@@ -271,8 +317,19 @@ class _Job:
 
     def postprocess(self, b: _Batch) -> _Batch:
         b.frames = list(self.pool.map(partial(self._post_one, b), range(len(b.pts))))
-        b.out = b.rgb = None
+        b.out = b.rgb = b.out_rgb = None
         return b
+
+
+class _Uint8Calls:
+    """ordered_outputs' view of a uint8-I/O backend: run_many over run_uint8 (one batch at a time)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def run_many(self, batches: Iterator[np.ndarray], inflight: int | None = None) -> Iterator[tuple[np.ndarray, bool]]:
+        for x in batches:
+            yield self.backend.run_uint8(x)
 
 
 def translate_video(src: str | Path, dst: str | Path, backend: Backend, opts: VideoOptions | None = None

@@ -190,7 +190,7 @@ def test_onnxruntime_cuda_on_cpu_machine_is_refused(tiny_onnx) -> None:
 def test_torch_cuda_on_cpu_machine_is_refused(tiny_generator_file) -> None:
     with pytest.raises(BackendUnavailableError, match="--device cuda"):
         load_backend(tiny_generator_file, "torch", device="cuda")
-    with pytest.raises(BackendUnavailableError, match="fp16 autocast runs on CUDA only"):
+    with pytest.raises(BackendUnavailableError, match="fp16 runs on CUDA only"):
         load_backend(tiny_generator_file, "torch", device="cpu", precision="fp16")
 
 

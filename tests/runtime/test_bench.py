@@ -365,6 +365,25 @@ def test_video_mode_reports_pipeline_and_inference_fps(tmp_path: Path) -> None:
     assert "Video end-to-end" in (cfg.out_dir / "results.md").read_text()
 
 
+def test_video_mode_times_a_uint8_backend_on_its_uint8_call(tmp_path: Path, tiny_generator_file: Path) -> None:
+    """torch with device_io (what CUDA runs by default): the pipeline calls run_uint8, and so does the
+    inference-only side, so the percentage compares the same call."""
+    pytest.importorskip("av")
+    pytest.importorskip("torch")
+    from cyclegan_deploy.sample_media import make_sample_video
+
+    clip = make_sample_video(tmp_path / "clip.mp4", frames=4, size=(30, 40), audio=None)
+    spec = "torch:device_io=true"
+    cfg = BenchConfig(out_dir=tmp_path / "r", checkpoint=tiny_generator_file, specs=[spec], sizes=[(32, 32)],
+                      batches=[2], warmup=1, repeats=3, video=clip, video_backend=spec, reference=spec)
+    results = run_bench(cfg, log=lambda s: None)
+    video = results["video"]
+    assert video["status"] == "ok" and video["inference_io"] == "uint8" and video["frames"] == 4
+    assert video["end_to_end_vs_inference"] == pytest.approx(video["end_to_end_fps"] / video["inference_only_fps"])
+    write_outputs(results, cfg.out_dir)
+    assert "pre/post-processing on the device" in (cfg.out_dir / "results.md").read_text()
+
+
 # ---- the real CLI on the tiny model ----------------------------------------------------------------------------
 
 

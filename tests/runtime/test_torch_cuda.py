@@ -1,6 +1,7 @@
 """The torch backend's CUDA path without a GPU: a stand-in `torch` module (a pretend CUDA device) records what the
 backend sets and calls - cudnn.benchmark on, TF32 set explicitly (off for the fp32 baseline, recorded on the
-backend), a plain host-to-device copy (no per-call pin_memory), fp16 autocast on CUDA. The real torch checks run
+backend), a plain host-to-device copy (no per-call pin_memory), fp16 as a half model on CUDA (model.half(), the
+input cast once on the device; no autocast), uint8 I/O on by default on CUDA. The real torch checks run
 on CPU, and on a GPU where one is present (`gpu` mark).
 """
 
@@ -18,10 +19,12 @@ from cyclegan_deploy.backends.torch import TorchBackend
 from cyclegan_deploy.errors import ConfigError
 from cyclegan_deploy.metadata import ModelMeta
 
+DTYPES = ("float16", "bfloat16")  # the stand-in's dtype objects are these strings
+
 
 class FakeTensor:
-    def __init__(self, data: np.ndarray, calls: list[Any], device: str = "cpu") -> None:
-        self.data, self.calls, self.device = data, calls, device
+    def __init__(self, data: np.ndarray, calls: list[Any], device: str = "cpu", dtype: str = "float32") -> None:
+        self.data, self.calls, self.device, self.dtype = data, calls, device, dtype
 
     def pin_memory(self) -> FakeTensor:
         self.calls.append("pin_memory")
@@ -29,14 +32,16 @@ class FakeTensor:
 
     def to(self, device: Any = None, **kwargs: Any) -> FakeTensor:
         self.calls.append(("to", device, kwargs))
-        return FakeTensor(self.data, self.calls, device if isinstance(device, str) else self.device)
+        if device in DTYPES:
+            return FakeTensor(self.data, self.calls, self.device, device)
+        return FakeTensor(self.data, self.calls, device if isinstance(device, str) else self.device, self.dtype)
 
     def contiguous(self, memory_format: Any = None) -> FakeTensor:
         self.calls.append(("contiguous", memory_format))
         return self
 
     def float(self) -> FakeTensor:
-        return self
+        return FakeTensor(self.data, self.calls, self.device)
 
     def cpu(self) -> FakeTensor:
         self.calls.append("cpu")
@@ -58,8 +63,8 @@ class FakeModel:
         flags = self.torch.backends
         # what the kernels would see at this moment
         self.calls.append(("forward", x.device, flags.cudnn.benchmark, flags.cudnn.allow_tf32,
-                           flags.cuda.matmul.allow_tf32, self.torch.autocasting))
-        return FakeTensor(np.tanh(x.data), self.calls, x.device)
+                           flags.cuda.matmul.allow_tf32, self.torch.autocasting, x.dtype))
+        return FakeTensor(np.tanh(x.data), self.calls, x.device, x.dtype)
 
 
 def fake_torch(calls: list[Any]) -> types.ModuleType:
@@ -127,19 +132,23 @@ def test_cuda_fp32_sets_benchmark_and_turns_tf32_off(cuda_stand_in) -> None:
     y = backend(x)
     np.testing.assert_allclose(y, np.tanh(x))
     # the call set the switches again, ran on CUDA with TF32 off and no autocast
-    assert ("forward", "cuda", True, False, False, None) in calls
+    assert ("forward", "cuda", True, False, False, None, "float32") in calls
     assert "pin_memory" not in calls  # a plain pageable copy, no fresh pinned buffer per call
     assert [c for c in calls if isinstance(c, tuple) and c[0] == "to"] == [("to", "cuda", {})]
     backend.close()
     assert "empty_cache" in calls
 
 
-def test_cuda_fp16_autocasts_on_cuda_and_tf32_can_be_asked_for(cuda_stand_in) -> None:
+def test_cuda_fp16_is_a_half_model_and_tf32_can_be_asked_for(cuda_stand_in) -> None:
     torch, calls, path = cuda_stand_in
     backend = TorchBackend(path, device="cuda", precision="fp16")
+    assert ("model.to", ("float16",), {}) in calls  # the weights themselves in fp16
     backend(np.zeros((1, 3, 8, 8), np.float32))
-    assert ("forward", "cuda", True, False, False, ("cuda", "float16")) in calls
+    assert ("forward", "cuda", True, False, False, None, "float16") in calls  # a half input, no autocast
     assert backend.name == "torch-cuda-fp16" and backend.tf32 is False
+    assert backend.uint8_io is True  # video's pre/post-processing runs on the GPU by default
+    with pytest.raises(ConfigError, match="cuda_graphs and compile do not combine"):
+        TorchBackend(path, device="cuda", options={"cuda_graphs": True, "compile": True})
 
     fast = TorchBackend(path, device="cuda", options={"tf32": True, "channels_last": True})
     assert (fast.name, fast.tf32) == ("torch-cuda-cl-tf32", True)
