@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -270,7 +270,8 @@ class _Job:
             assert b.upload is not None
             return b.upload
 
-        with closing(ordered_outputs(_Uint8Calls(self.backend), batches, upload, 1, failed)) as outputs:
+        calls = cast("Backend", _Uint8Calls(self.backend))  # ordered_outputs needs only its run_many
+        with closing(ordered_outputs(calls, batches, upload, 1, failed)) as outputs:
             for b, shape, (rgb, finite) in outputs:
                 n, h, w, c = shape
                 check_output(rgb.transpose(0, 3, 1, 2), (n, c, h, w), meta, self.label, name)
