@@ -41,9 +41,9 @@ While running: a model output that is not (N, 3, scale*H, scale*W) or holds NaN/
 the model file and the frames; a full disk or a refused write is named as the output file.
 """
 
-from cyclegan_deploy.video.job import VideoReport, translate_video
 from cyclegan_deploy.video.options import VideoOptions
 from cyclegan_deploy.video.probe import VideoInfo, output_codec, pick_pix_fmt, probe_video
+from cyclegan_deploy.video.translate import VideoReport, translate_video
 
 __all__ = ["VideoInfo", "VideoOptions", "VideoReport", "output_codec", "pick_pix_fmt", "probe_video",
            "translate_video"]
