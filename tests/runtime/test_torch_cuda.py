@@ -1,12 +1,15 @@
 """The torch backend's CUDA path without a GPU: a stand-in `torch` module (a pretend CUDA device) records what the
 backend sets and calls - cudnn.benchmark on, TF32 set explicitly (off for the fp32 baseline, recorded on the
 backend), a plain host-to-device copy (no per-call pin_memory), fp16 as a half model on CUDA (model.half(), the
-input cast once on the device; no autocast), uint8 I/O on by default on CUDA. The real torch checks run
+input cast once on the device; no autocast), uint8 I/O on by default on CUDA, CUDA graphs captured once per
+shape and replayed through pinned buffers (the stand-in's tensors compute lazily, so a captured output follows
+its static input as a replay's would). The real torch checks run
 on CPU, and on a GPU where one is present (`gpu` mark).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 from types import SimpleNamespace
@@ -23,29 +26,53 @@ DTYPES = ("float16", "bfloat16")  # the stand-in's dtype objects are these strin
 
 
 class FakeTensor:
-    def __init__(self, data: np.ndarray, calls: list[Any], device: str = "cpu", dtype: str = "float32") -> None:
-        self.data, self.calls, self.device, self.dtype = data, calls, device, dtype
+    """A tensor whose value may be a function of other tensors' current values (`source`): a result computed
+    during CUDA graph capture then follows later writes into the graph's static input, as a replay would."""
+
+    def __init__(self, data: Any, calls: list[Any], device: str = "cpu", dtype: str = "float32") -> None:
+        self._data, self.calls, self.device, self.dtype = data, calls, device, dtype
+        self.pinned = False
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data() if callable(self._data) else self._data
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    def _derived(self, fn: Any = None, **kwargs: Any) -> FakeTensor:
+        fields = {"device": self.device, "dtype": self.dtype, **kwargs}
+        return FakeTensor(lambda: (fn or (lambda a: a))(self.data), self.calls, **fields)
 
     def pin_memory(self) -> FakeTensor:
         self.calls.append("pin_memory")
+        pinned = FakeTensor(np.array(self.data), self.calls, self.device, self.dtype)
+        pinned.pinned = True
+        return pinned
+
+    def copy_(self, src: FakeTensor, non_blocking: bool = False) -> FakeTensor:
+        self.calls.append(("copy_", src.device, self.device, non_blocking))
+        self._data = np.array(src.data)
         return self
 
     def to(self, device: Any = None, **kwargs: Any) -> FakeTensor:
         self.calls.append(("to", device, kwargs))
         if device in DTYPES:
-            return FakeTensor(self.data, self.calls, self.device, device)
-        return FakeTensor(self.data, self.calls, device if isinstance(device, str) else self.device, self.dtype)
+            return self._derived(dtype=device)
+        return FakeTensor(np.array(self.data), self.calls, device if isinstance(device, str) else self.device,
+                          self.dtype)
 
     def contiguous(self, memory_format: Any = None) -> FakeTensor:
         self.calls.append(("contiguous", memory_format))
         return self
 
     def float(self) -> FakeTensor:
-        return FakeTensor(self.data, self.calls, self.device)
+        return self._derived(dtype="float32")
 
     def cpu(self) -> FakeTensor:
         self.calls.append("cpu")
-        return FakeTensor(self.data, self.calls)
+        return FakeTensor(np.array(self.data), self.calls)
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -64,7 +91,7 @@ class FakeModel:
         # what the kernels would see at this moment
         self.calls.append(("forward", x.device, flags.cudnn.benchmark, flags.cudnn.allow_tf32,
                            flags.cuda.matmul.allow_tf32, self.torch.autocasting, x.dtype))
-        return FakeTensor(np.tanh(x.data), self.calls, x.device, x.dtype)
+        return x._derived(np.tanh)
 
 
 def fake_torch(calls: list[Any]) -> types.ModuleType:
@@ -102,8 +129,33 @@ def fake_torch(calls: list[Any]) -> types.ModuleType:
         def __exit__(self, *exc: object) -> None:
             pass
 
+    class Stream:
+        def wait_stream(self, other: Any) -> None:
+            calls.append("wait_stream")
+
+        def synchronize(self) -> None:
+            calls.append("synchronize")
+
+    class CUDAGraph:
+        def replay(self) -> None:
+            calls.append("replay")
+
+    @contextlib.contextmanager
+    def on(name: str) -> Any:
+        calls.append(f"enter {name}")
+        yield
+        calls.append(f"exit {name}")
+
     torch.autocast = Autocast  # type: ignore[attr-defined]
     torch.inference_mode = InferenceMode  # type: ignore[attr-defined]
+    torch.no_grad = lambda: on("no_grad")  # type: ignore[attr-defined]
+    torch.cuda.Stream = Stream  # type: ignore[attr-defined]
+    torch.cuda.current_stream = Stream  # type: ignore[attr-defined]
+    torch.cuda.stream = lambda s: on("side stream")  # type: ignore[attr-defined]
+    torch.cuda.CUDAGraph = CUDAGraph  # type: ignore[attr-defined]
+    torch.cuda.graph = lambda g: on("capture")  # type: ignore[attr-defined]
+    torch.empty_like = lambda t, device=None: FakeTensor(np.empty_like(t.data), calls, device or t.device)  # type: ignore[attr-defined]
+    torch.empty = lambda shape, dtype=None: FakeTensor(np.empty(shape, np.float32), calls)  # type: ignore[attr-defined]
     return torch
 
 
@@ -177,3 +229,34 @@ def test_cuda_fp32_without_tf32_matches_cpu_fp32(tiny_generator_file) -> None:
         assert gpu.tf32 is False and torch.backends.cudnn.benchmark is True
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
         assert float(np.abs(gpu(x) - cpu(x)).max()) <= 1e-4
+
+
+def test_cuda_graphs_capture_once_per_shape_and_replay(cuda_stand_in) -> None:
+    """Per shape: warm-up calls on a side stream, one capture, then each call copies into the static input
+    through a pinned buffer, replays and copies the output back through another (non-blocking, one
+    synchronize). New values of the same shape give their own results; the oldest shape is evicted."""
+    from cyclegan_deploy.backends import torch as torch_backend
+
+    torch, calls, path = cuda_stand_in
+    backend = TorchBackend(path, device="cuda", options={"cuda_graphs": True})
+    assert backend.name == "torch-cuda-graphs"
+    rng = np.random.default_rng(0)
+    first, second = (rng.uniform(-1, 1, (2, 3, 8, 12)).astype(np.float32) for _ in range(2))
+    np.testing.assert_allclose(backend(first), np.tanh(first))
+    assert calls.count("enter capture") == 1
+    assert sum(c[0] == "forward" for c in calls if isinstance(c, tuple)) == torch_backend.GRAPH_WARMUP + 1
+    assert calls.index("enter side stream") < calls.index("enter capture")
+    calls.clear()
+    np.testing.assert_allclose(backend(second), np.tanh(second))  # the replay follows the new input
+    assert "enter capture" not in calls and calls.count("replay") == 1 and calls.count("synchronize") == 1
+    assert not any(isinstance(c, tuple) and c[0] == "forward" for c in calls)  # replayed, not run again
+    assert [c for c in calls if isinstance(c, tuple) and c[0] == "copy_"] == [
+        ("copy_", "cpu", "cpu", False),  # the caller's array into the pinned staging buffer
+        ("copy_", "cpu", "cuda", True),  # pinned -> the static device input
+        ("copy_", "cuda", "cpu", True)]  # the static output -> pinned
+    for h in range(torch_backend.GRAPH_SHAPES):  # more shapes than kept: the first is captured again
+        backend(np.zeros((1, 3, 8, 16 + 4 * h), np.float32))
+    calls.clear()
+    np.testing.assert_allclose(backend(first), np.tanh(first))
+    assert calls.count("enter capture") == 1
+
