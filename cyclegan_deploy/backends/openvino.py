@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -175,7 +176,15 @@ class OpenVinoBackend(Backend):
             raise ConfigError(f"{self.path}: OpenVINO cannot read this model ({_first_line(e)}); re-export it") from e
         self._quantized = quantized_convs(self._model)
         # the output conv's 3 channels fill 3/16 of a vector; its space-to-depth form fills it (same sums)
-        self.rewritten = space_to_depth_narrow_convs(self._model) if opts.space_to_depth else []
+        self.rewritten: list[str] = []
+        self.rewrite_note = ""  # why the rewrite was not applied, when it failed
+        if opts.space_to_depth:
+            try:
+                self.rewritten = space_to_depth_narrow_convs(self._model)
+            except Exception as e:  # a graph shape it did not foresee: run the model as read, and say so
+                self._model = self._core.read_model(str(self.path))  # the rewrite works in place
+                self.rewrite_note = f"space-to-depth rewrite skipped ({_first_line(e)})"
+                warnings.warn(f"{self.path}: {self.rewrite_note}; running the graph as exported", stacklevel=2)
         self.threads = opts.threads or physical_cores()
         self._config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
                                         **({} if asked == "auto" else {"INFERENCE_PRECISION_HINT": asked}),

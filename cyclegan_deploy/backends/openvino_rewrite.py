@@ -11,8 +11,10 @@ block into channels (SpaceToDepth: C -> 4C at half resolution), convolve with th
 Every output is the same dot product over the same weights and inputs (plus zeros), so only float summation
 order changes (~1e-6). 7x7 16->3 becomes 4x4 64->12: 1.31x the multiply-adds at 4x the vector fill.
 
-Applied in the OpenVINO backend to float convolutions (constant weights, stride 1, dilation 1, odd square
-kernel >= 3) with at most MAX_OUT output channels; quantized ones (FakeQuantize weights) are left alone.
+Applied in the OpenVINO backend to f32 convolutions (constant weights, stride 1, dilation 1, odd square
+kernel >= 3, explicit pads) with at most MAX_OUT output channels; quantized ones (FakeQuantize weights), f16
+graphs and SAME_* auto-padded convolutions are left alone. If it fails on a graph it did not foresee, the
+backend runs the graph as read and warns (OpenVinoBackend.rewrite_note).
 """
 
 from __future__ import annotations
@@ -66,8 +68,10 @@ def _constant(value: Any) -> np.ndarray | None:
 
 def _narrow(conv: Any) -> np.ndarray | None:
     """The weights of a convolution worth rewriting, else None."""
-    if conv.get_type_name() != "Convolution":
-        return None
+    if conv.get_type_name() != "Convolution" or conv.get_output_element_type(0).get_type_name() != "f32":
+        return None  # an f16 graph (g_*.fp16.onnx) keeps its own convolutions
+    if str(conv.get_attributes().get("auto_pad", "explicit")).lower() not in ("explicit", "notset", "valid"):
+        return None  # SAME_UPPER/LOWER: pads decided per shape, not in pads_begin/pads_end
     w = _constant(conv.input_value(1))
     if w is None:  # int8 weights come through FakeQuantize or Subtract/Multiply: left alone
         return None
@@ -89,7 +93,7 @@ def _per_channel(node: Any, channels: int) -> np.ndarray | None:
         return np.zeros(0)  # unary: nothing to tile
     if node.get_input_size() != 2 or (c := _constant(node.input_value(1))) is None:
         return None
-    if c.size == 1:
+    if c.size == 1 and c.ndim <= 4:  # a scalar that broadcasts without adding dimensions
         return c
     if c.ndim == 4 and c.shape == (1, channels, 1, 1):
         return np.tile(c, (1, BLOCK * BLOCK, 1, 1))

@@ -92,6 +92,8 @@ class TorchBackend(Backend):
         for flag, value in (("tf32", opts.tf32), ("cuda_graphs", opts.cuda_graphs)):
             if value and device != "cuda":
                 raise ConfigError(f"{flag} applies to CUDA only (this backend runs on {device})")
+        if opts.compile_mode and not opts.compile:
+            raise ConfigError(f"compile_mode={opts.compile_mode!r} needs compile=true (torch.compile's mode)")
         if opts.cuda_graphs and opts.compile:
             raise ConfigError("cuda_graphs and compile do not combine; torch.compile(mode='reduce-overhead') "
                               "captures CUDA graphs itself")
@@ -185,7 +187,7 @@ class TorchBackend(Backend):
         m = max(1, int(self.meta.multiple))
         if rgb.shape[1] % m or rgb.shape[2] % m:
             raise ShapeError(f"{self.name}: frames of {rgb.shape[1]}x{rgb.shape[2]} are not multiples of {m}; "
-                             "pad them first (frames.pad_to_model)")
+                             "pad them first (frames.pad_frames)")
         out, finite = self._call("uint8", np.ascontiguousarray(rgb), self._uint8_forward)
         return out, bool(finite)
 
@@ -218,7 +220,8 @@ class TorchBackend(Backend):
                 fn(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
+        # thread_local: the capture runs in video's inference thread; other threads' CUDA calls are not its error
+        with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
             outputs = fn(static)
         captured = _Captured(graph, static, outputs, torch.empty_like(static, device="cpu").pin_memory(),
                              tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs))

@@ -326,7 +326,8 @@ def run_video(cfg: BenchConfig, records: list[CaseResult], loader: Loader, log: 
             stats = latency_stats(samples)
             # the same batches in flight on both sides: the pipeline keeps the backend's own count (OpenVINO
             # THROUGHPUT mode: several), so inference-only is then measured through run_many too
-            inflight = cfg.inflight or int(getattr(backend, "max_inflight", 1) or 1)
+            # (the uint8 path runs one batch at a time)
+            inflight = 1 if io == "uint8" else cfg.inflight or int(getattr(backend, "max_inflight", 1) or 1)
             tput = timed_throughput(backend, x, inflight, cfg) if inflight > 1 else None
             log(f"video: end-to-end {cfg.video}")
             dst = cfg.out_dir / "video_out.mp4"

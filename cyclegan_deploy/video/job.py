@@ -83,8 +83,8 @@ class _Job:
         self.audio: AudioQueue = deque()  # filled by the decode thread, emptied by the writer's
         self.label = model_label(backend, opts.model)
         self.good_calls = 0  # backend calls that returned a valid batch (a failure before any is the model's)
-        self.inflight = inflight_for(backend, opts.inflight)
         self.device_io = bool(getattr(backend, "uint8_io", False))  # frames go to the backend as uint8
+        self.inflight = 1 if self.device_io else inflight_for(backend, opts.inflight)  # run_uint8: one at a time
         self.decoded = 0
         self.no_pts = 0  # frames without a timestamp (raw .h264 streams): spaced at the stream's rate
 

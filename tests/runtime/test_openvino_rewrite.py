@@ -55,21 +55,24 @@ def test_s2d_kernel_refuses_even_kernels() -> None:
 
 
 def conv_graph(path: Path, cout: int = 3, k: int = 7, pads: int = 0, stride: int = 1, tail: tuple[str, ...] = (
-        "bias", "Tanh"), cin: int = 8, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray]:
+        "bias", "Tanh"), cin: int = 8, seed: int = 0, dtype: type = np.float32, auto_pad: str | None = None
+               ) -> tuple[Path, np.ndarray, np.ndarray]:
     """x (N, cin, H, W) -> Conv(k, pads, stride) [-> + bias] [-> Tanh]; dynamic N/H/W, as exported graphs."""
     rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((cout, cin, k, k)) / (cin * k)).astype(np.float32)
-    b = rng.standard_normal(cout).astype(np.float32)
+    w = (rng.standard_normal((cout, cin, k, k)) / (cin * k)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
     inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if "bias" in tail else [])
-    nodes = [helper.make_node("Conv", ["x", "w", *(["b"] if "bias" in tail else [])], ["c"], pads=[pads] * 4,
+    padding = {"auto_pad": auto_pad} if auto_pad else {"pads": [pads] * 4}
+    nodes = [helper.make_node("Conv", ["x", "w", *(["b"] if "bias" in tail else [])], ["c"], **padding,
                               strides=[stride, stride])]
     out = "c"
     for i, op in enumerate(t for t in tail if t != "bias"):
         nodes.append(helper.make_node(op, [out], [f"t{i}"]))
         out = f"t{i}"
     nodes[-1].output[0] = "y"
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", cin, "H", "W"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    elem = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", elem, ["N", cin, "H", "W"])],
+                              [helper.make_tensor_value_info("y", elem, None)], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -123,11 +126,16 @@ def test_other_tails_stay_exact(tmp_path: Path, tail: tuple[str, ...]) -> None:
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [{"cout": 16}, {"stride": 2}, {"k": 1}])
-def test_wide_strided_and_pointwise_convs_are_left_alone(tmp_path: Path, kwargs: dict) -> None:
+@pytest.mark.parametrize("kwargs", [{"cout": 16}, {"stride": 2}, {"k": 1}, {"auto_pad": "SAME_UPPER"},
+                                    {"auto_pad": "SAME_LOWER"}, {"dtype": np.float16}])
+def test_wide_strided_pointwise_same_padded_and_f16_convs_are_left_alone(tmp_path: Path, kwargs: dict) -> None:
+    """SAME_* pads are decided per shape (not in pads_begin/end); an f16 graph keeps its own convolutions."""
     path, *_ = conv_graph(tmp_path / "g.onnx", **kwargs)
-    _, done, model = run_ov(path, np.zeros((1, 8, 16, 16), np.float32), rewrite=True)
-    assert done == []
+    x = np.random.default_rng(5).standard_normal((1, 8, 21, 30)).astype(kwargs.get("dtype", np.float32))
+    before, _, _ = run_ov(path, x, rewrite=False)
+    after, done, model = run_ov(path, x, rewrite=True)
+    assert done == [] and after.shape == before.shape
+    np.testing.assert_array_equal(after, before)
     assert "SpaceToDepth" not in {op.get_type_name() for op in model.get_ordered_ops()}
 
 
@@ -175,3 +183,21 @@ def test_f16_compressed_ir_weights_are_rewritten_too(tmp_path: Path) -> None:
     after, done, _ = run_ov(tmp_path / "g.xml", x, rewrite=True)
     assert len(done) == 1
     np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_a_failed_rewrite_runs_the_graph_as_exported_and_says_so(tiny_onnx: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from cyclegan_deploy.backends import openvino as ovb
+
+    def broken(model):
+        model.get_ordered_ops()[-1].set_friendly_name("half-done")  # in place, as a real failure could leave it
+        raise RuntimeError("Check 'quotient' failed\nC++ trace")
+
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
+    want = load_backend(tiny_onnx, "openvino", precision="f32", space_to_depth=False)(x)
+    monkeypatch.setattr(ovb, "space_to_depth_narrow_convs", broken)
+    with pytest.warns(UserWarning, match="space-to-depth rewrite skipped .Check 'quotient' failed.; running"):
+        backend = load_backend(tiny_onnx, "openvino", precision="f32")
+    assert backend.rewritten == [] and backend.rewrite_note.startswith("space-to-depth rewrite skipped")
+    np.testing.assert_array_equal(backend(x), want)
+

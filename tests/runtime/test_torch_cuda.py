@@ -153,7 +153,7 @@ def fake_torch(calls: list[Any]) -> types.ModuleType:
     torch.cuda.current_stream = Stream  # type: ignore[attr-defined]
     torch.cuda.stream = lambda s: on("side stream")  # type: ignore[attr-defined]
     torch.cuda.CUDAGraph = CUDAGraph  # type: ignore[attr-defined]
-    torch.cuda.graph = lambda g: on("capture")  # type: ignore[attr-defined]
+    torch.cuda.graph = lambda g, **kwargs: on("capture")  # type: ignore[attr-defined]
     torch.empty_like = lambda t, device=None: FakeTensor(np.empty_like(t.data), calls, device or t.device)  # type: ignore[attr-defined]
     torch.empty = lambda shape, dtype=None: FakeTensor(np.empty(shape, np.float32), calls)  # type: ignore[attr-defined]
     return torch

@@ -59,7 +59,7 @@ def test_run_uint8_refuses_what_it_cannot_take(tiny_generator_file: Path) -> Non
     backend = TorchBackend(tiny_generator_file, device="cpu", options={"device_io": True})
     with pytest.raises(ShapeError, match="uint8 frames"):
         backend.run_uint8(np.zeros((1, 32, 32, 3), np.float32))
-    with pytest.raises(ShapeError, match="not multiples of 4; pad them first"):
+    with pytest.raises(ShapeError, match="not multiples of 4; pad them first .frames.pad_frames."):
         backend.run_uint8(np.zeros((1, 33, 32, 3), np.uint8))
 
 
@@ -108,9 +108,11 @@ def test_video_names_non_finite_frames_on_the_uint8_path(tiny_generator_file: Pa
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_cuda_only_options_are_refused_on_cpu(tiny_generator_file: Path) -> None:
+def test_cuda_only_options_and_a_lone_compile_mode_are_refused_on_cpu(tiny_generator_file: Path) -> None:
     with pytest.raises(ConfigError, match="cuda_graphs applies to CUDA only"):
         TorchBackend(tiny_generator_file, device="cpu", options={"cuda_graphs": True})
+    with pytest.raises(ConfigError, match="compile_mode='max-autotune' needs compile=true"):
+        TorchBackend(tiny_generator_file, device="cpu", options={"compile_mode": "max-autotune"})
 
 
 def _cuda() -> None:
