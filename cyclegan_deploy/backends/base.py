@@ -38,6 +38,9 @@ class Backend:
     # True when the backend takes uint8 frames and gives uint8 frames back (run_uint8: pre/post-processing on
     # its device; torch on CUDA), which `video` then uses instead of the host-side float path
     uint8_io: bool = False
+    # GPU backends: milliseconds the last call's model execution took on the device, between two CUDA events
+    # on its stream (no host copies); None where nothing measures it (CPU backends, ONNX Runtime)
+    device_ms: float | None = None
 
     # How many batches this backend usefully runs at once (OpenVINO THROUGHPUT mode: its optimal number of
     # infer requests); 1 for backends that run one synchronous call at a time.

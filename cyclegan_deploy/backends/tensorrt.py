@@ -149,6 +149,8 @@ class TensorRTBackend(Backend):
         self.profile = engine_sidecar.Profile(self.input_name, lo, opt, hi)  # type: ignore[arg-type]
         self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._stream_handle = _native_handle(self.stream)
+        # around execute_async_v3 on the stream: device_ms, the engine's own time (bench reports it)
+        self._events = [_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(2)]
 
     def _check_profile(self, shape: tuple[int, ...]) -> None:
         lo, hi = self.profile.min, self.profile.max
@@ -178,10 +180,14 @@ class TensorRTBackend(Backend):
                                               f"tensor {name!r} (see the log above); {REBUILD}")
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check(cudart.cudaMemcpyAsync(self._in.device, self._in.host, in_bytes, h2d, self.stream), "H2D copy")
+        start, end = self._events
+        _check(cudart.cudaEventRecord(start, self.stream), "cudaEventRecord")
         if not self.context.execute_async_v3(self._stream_handle):
             raise BackendUnavailableError(f"{self.path}: TensorRT execution failed (see the log above)")
+        _check(cudart.cudaEventRecord(end, self.stream), "cudaEventRecord")
         _check(cudart.cudaMemcpyAsync(self._out.host, self._out.device, out_bytes, d2h, self.stream), "D2H copy")
         _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        self.device_ms = float(_check(cudart.cudaEventElapsedTime(start, end), "cudaEventElapsedTime"))
         # the pinned buffer is reused by the next call: hand out a copy
         return np.array(self._out.host_array(out_shape, self.output_dtype), dtype=np.float32, copy=True)
 
@@ -199,6 +205,9 @@ class TensorRTBackend(Backend):
         for buf in (getattr(self, "_in", None), getattr(self, "_out", None)):
             if buf is not None:
                 buf.free()
+        for event in getattr(self, "_events", []):
+            cudart.cudaEventDestroy(event)
+        self._events = []
         if stream is not None:
             cudart.cudaStreamDestroy(stream)
 

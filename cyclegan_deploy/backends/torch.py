@@ -121,6 +121,7 @@ class TorchBackend(Backend):
         self.cuda_graphs = opts.cuda_graphs
         self.uint8_io = device == "cuda" if opts.device_io is None else bool(opts.device_io)
         self._graphs: OrderedDict[tuple[str, tuple[int, ...]], _Captured] = OrderedDict()
+        self._event_pair: tuple[Any, ...] | None = None  # CUDA start/end events, made on first use
         parts = ["torch", device] + ([self.precision] if self.precision != "fp32" else [])
         parts += (["compile"] if opts.compile else []) + (["cl"] if opts.channels_last else [])
         parts += (["tf32"] if self.tf32 else []) + (["graphs"] if self.cuda_graphs else [])
@@ -172,7 +173,9 @@ class TorchBackend(Backend):
             # a plain copy: pinning a fresh buffer every call costs more than the pageable copy it saves
             x = x.to(self.device)
         with torch.inference_mode():
-            return tuple(np.ascontiguousarray(y.cpu().numpy()) for y in fn(x))
+            with self._events():
+                outs = fn(x)
+            return tuple(np.ascontiguousarray(y.cpu().numpy()) for y in outs)  # .cpu() waits for the GPU
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self._call("float", batch, lambda x: (self._forward(x),))
@@ -191,6 +194,29 @@ class TorchBackend(Backend):
         out, finite = self._call("uint8", np.ascontiguousarray(rgb), self._uint8_forward)
         return out, bool(finite)
 
+    # -- CUDA events: device time of the model (bench's device_ms) ------------------------------------------
+    @contextlib.contextmanager
+    def _events(self) -> Any:
+        """CUDA events on the current stream around the model's work (its copies are outside); read after
+        the call's synchronisation by _read_events (eager calls read them at once: .cpu() has waited)."""
+        if self.device != "cuda":
+            yield
+            return
+        if self._event_pair is None:
+            self._event_pair = tuple(self._torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start, end = self._event_pair
+        start.record()
+        yield
+        end.record()
+        if not self.cuda_graphs:
+            end.synchronize()
+            self._read_events()
+
+    def _read_events(self) -> None:
+        if self._event_pair is not None:
+            start, end = self._event_pair
+            self.device_ms = float(start.elapsed_time(end))
+
     # -- CUDA graphs -----------------------------------------------------------------------------------
     def _replay(self, kind: str, host: np.ndarray, fn: Callable[[Any], tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
         """Copy `host` into this shape's static input (via its pinned buffer), replay its graph, and copy the
@@ -200,10 +226,12 @@ class TorchBackend(Backend):
         captured = self._graph(kind, host, fn)
         captured.host_in.copy_(torch.from_numpy(host))
         captured.inputs.copy_(captured.host_in, non_blocking=True)
-        captured.graph.replay()
+        with self._events():
+            captured.graph.replay()
         for dst, src in zip(captured.host_out, captured.outputs, strict=True):
             dst.copy_(src, non_blocking=True)
         torch.cuda.current_stream().synchronize()
+        self._read_events()
         return tuple(np.array(h.numpy()) for h in captured.host_out)  # copies: the buffers are reused
 
     def _graph(self, kind: str, host: np.ndarray, fn: Callable[[Any], tuple[Any, ...]]) -> _Captured:

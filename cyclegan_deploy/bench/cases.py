@@ -273,6 +273,9 @@ class CaseResult:
     throughput_inflight: int | None = None
     throughput_mode: str | None = None
     throughput_speedup: float | None = None  # throughput_fps / the baseline's fps (batch-1 latency) at this size
+    # GPU backends that measure it (torch CUDA, TensorRT): the model's time on the device per call, between
+    # CUDA events on its stream (no host copies, no Python); metrics.latency_stats of those samples
+    device_ms: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.size = f"{self.height}x{self.width}"

@@ -24,7 +24,7 @@ CSV_FIELDS = ("backend", "backend_name", "device", "precision", "size", "run_hei
               "status", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "n", "ms_per_frame", "fps",
               "speedup", "macs_per_frame", "gflops", "peak_gflops", "pct_peak", "psnr_db", "max_abs", "max_u8",
               "first_call_ms", "load_s", "budget_truncated", "peak_source", "throughput_fps", "throughput_inflight",
-              "throughput_mode", "throughput_speedup")
+              "throughput_mode", "throughput_speedup", "device_p50_ms")
 TABLE_HEAD = ("backend", "size", "batch", "status", "p50 ms", "p90 ms", "p99 ms", "fps", "speedup", "tput fps",
               "GFLOP/s", "% peak", "PSNR dB", "max abs")
 
@@ -32,7 +32,8 @@ TABLE_HEAD = ("backend", "size", "batch", "status", "p50 ms", "p90 ms", "p99 ms"
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     stats = r.get("stats_ms") or {}
     row = {k: r.get(k) for k in CSV_FIELDS}
-    row.update({f"{k}_ms": stats.get(k) for k in ("p50", "p90", "p99", "mean", "min")}, n=stats.get("n"))
+    row.update({f"{k}_ms": stats.get(k) for k in ("p50", "p90", "p99", "mean", "min")}, n=stats.get("n"),
+               device_p50_ms=(r.get("device_ms") or {}).get("p50"))
     return row
 
 
@@ -168,6 +169,11 @@ def to_markdown(results: dict[str, Any]) -> str:
     ran = ran_line(results)
     lines += [f"- {ran}."] if ran else []
     lines += [f"- {note}" for note in results.get("notes", [])]
+    device = [f"{c['backend']} {c['size']} batch {c['batch']}: {c['device_ms']['p50']:.2f} ms "
+              f"(wall {c['stats_ms']['p50']:.2f})" for c in results["cases"] if c.get("device_ms")]
+    if device:
+        lines.append("- Device time p50 (CUDA events around the model on its stream: no host copies, no Python), "
+                     "wall clock in parentheses: " + "; ".join(device) + ".")
     lines += ["", *peaks_lines(results)]
     if results.get("video"):
         lines += ["", video_line(results["video"])]

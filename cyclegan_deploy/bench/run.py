@@ -6,8 +6,9 @@ How it measures (results.md repeats it so the numbers carry their method):
 - `warmup` untimed calls (the first, which includes lazy compilation/engine builds, is reported as
   first_call_ms), then timed calls until `repeats` samples or `max_seconds` (at least MIN_REPEATS samples).
 - Wall clock, time.perf_counter around `backend(x)`. Every backend's __call__ returns host numpy, so a GPU
-  call is synchronous and includes the host<->device copies (the cost the video pipeline pays); CUDA events
-  could not be taken through the Backend protocol and are not needed for that.
+  call is synchronous and includes the host<->device copies (the cost the video pipeline pays). GPU backends
+  that can (torch CUDA, TensorRT) also time the model itself with CUDA events on their stream (device_ms:
+  no copies, no Python), reported beside the wall clock; ONNX Runtime's CUDA EP exposes no stream for it.
 - fps = batch / p50; speedup = fps / fps of the baseline spec at the same size (same batch, else batch 1).
 - Throughput: a backend with an async queue (max_inflight > 1: OpenVINO in THROUGHPUT mode, the -tput specs)
   is also fed through run_many with N batches in flight (N = --inflight, else its max_inflight): throughput_fps,
@@ -178,7 +179,8 @@ def _run_one(cfg: BenchConfig, spec: Spec, backend: BenchBackend, r: CaseResult,
     r.precision = str(getattr(backend, "precision", None) or spec.precision)
     log(f"{spec.name} {rh}x{rw} batch {b}")
     try:
-        y, first_ms, samples, truncated = timed(backend, model.input(b, rh, rw, backend.meta), cfg)
+        device: list[float] = []
+        y, first_ms, samples, truncated = timed(backend, model.input(b, rh, rw, backend.meta), cfg, device)
     except Exception as e:
         r.status = status_of(e)
         log(f"  {r.status}")
@@ -189,6 +191,7 @@ def _run_one(cfg: BenchConfig, spec: Spec, backend: BenchBackend, r: CaseResult,
         threads = sys.modules["torch"].get_num_threads()  # a torch backend already imported it; never import here
     r.status, r.first_call_ms, r.samples_ms, r.stats_ms, r.budget_truncated = "ok", first_ms, samples, stats, truncated
     r.ms_per_frame, r.fps, r.threads = stats["p50"] / b, b * 1e3 / stats["p50"], threads or cfg.threads
+    r.device_ms = latency_stats(device) if device else None
     macs = model.count(rh, rw)["macs"]
     if macs:
         r.macs_per_frame, r.gflops = macs, 2 * macs * b / (stats["p50"] * 1e-3) / 1e9

@@ -61,8 +61,10 @@ def run_size(backend: BenchBackend, h: int, w: int) -> tuple[int, int]:
     return (h, w) if meta is None else limits.run_size(meta, h, w)
 
 
-def timed(backend: BenchBackend, x: np.ndarray, cfg: BenchConfig) -> tuple[np.ndarray, float, list[float], bool]:
-    """(last output, first-call ms, timed samples ms, stopped by the time budget)."""
+def timed(backend: BenchBackend, x: np.ndarray, cfg: BenchConfig, device: list[float] | None = None
+          ) -> tuple[np.ndarray, float, list[float], bool]:
+    """(last output, first-call ms, timed samples ms, stopped by the time budget). `device` collects the
+    backend's device_ms after each timed call (CUDA events; GPU backends that measure it)."""
     t = time.perf_counter()
     y = backend(x)
     first_ms = (time.perf_counter() - t) * 1e3
@@ -80,6 +82,8 @@ def timed(backend: BenchBackend, x: np.ndarray, cfg: BenchConfig) -> tuple[np.nd
         t = time.perf_counter()
         y = backend(x)
         samples.append((time.perf_counter() - t) * 1e3)
+        if device is not None and (ms := getattr(backend, "device_ms", None)) is not None:
+            device.append(float(ms))
     y = np.asarray(y)
     _check_output(y, x, backend)
     return y, first_ms, samples, len(samples) < cfg.repeats

@@ -295,7 +295,7 @@ def test_case_record_keys_are_the_results_schema() -> None:
         "run_width", "batch", "status", "threads", "load_s", "first_call_ms", "samples_ms", "stats_ms",
         "budget_truncated", "ms_per_frame", "fps", "speedup", "macs_per_frame", "gflops", "peak_gflops", "pct_peak",
         "max_abs", "psnr_db", "max_u8", "peak_source", "throughput_fps", "throughput_inflight", "throughput_mode",
-        "throughput_speedup"]
+        "throughput_speedup", "device_ms"]
     assert record.as_dict()["size"] == "30x40" and record.status == "not run"
 
 
@@ -363,6 +363,31 @@ def test_video_mode_reports_pipeline_and_inference_fps(tmp_path: Path) -> None:
     assert Path(video["output"]).is_file()
     write_outputs(results, cfg.out_dir)
     assert "Video end-to-end" in (cfg.out_dir / "results.md").read_text()
+
+
+def test_device_time_from_cuda_events_is_reported_beside_the_wall_clock(tmp_path: Path) -> None:
+    """A backend that measures its model's device time (torch CUDA, TensorRT: CUDA events) gets device_ms
+    stats from its timed calls; one that does not gets none."""
+
+    class Timed(FakeBackend):
+        def __call__(self, batch: np.ndarray) -> np.ndarray:
+            self.device_ms = 2.0 + 0.5 * (batch.shape[0] - 1)
+            return super().__call__(batch)
+
+    def load(path: Path, spec: Spec, threads: int | None) -> FakeBackend:
+        return Timed("openvino-bf16") if spec.name == "openvino-bf16" else FakeBackend("onnxruntime-cpu")
+
+    cfg = BenchConfig(out_dir=tmp_path / "r", onnx=_conv_graph(tmp_path / "c.onnx"), reference="onnxruntime",
+                      specs=["onnxruntime", "openvino-bf16"], sizes=[(8, 8)], batches=[1, 2], warmup=1, repeats=3)
+    results = run_bench(cfg, loader=load, log=lambda s: None)
+    timed = _case(results, "openvino-bf16", "8x8", 2)
+    assert timed["device_ms"]["p50"] == 2.5 and timed["device_ms"]["n"] == 3
+    assert _case(results, "onnxruntime", "8x8", 1)["device_ms"] is None
+    write_outputs(results, cfg.out_dir)
+    md = (cfg.out_dir / "results.md").read_text()
+    assert "Device time p50 (CUDA events" in md and "openvino-bf16 8x8 batch 2: 2.50 ms (wall " in md
+    rows = list(csv.DictReader((cfg.out_dir / "results.csv").open()))
+    assert [r["device_p50_ms"] for r in rows if r["backend"] == "openvino-bf16"] == ["2.0", "2.5"]
 
 
 def test_video_mode_times_a_uint8_backend_on_its_uint8_call(tmp_path: Path, tiny_generator_file: Path) -> None:

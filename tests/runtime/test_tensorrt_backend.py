@@ -69,6 +69,8 @@ class _FakeCuda:
         self.double_frees: list[str] = []
         self.int_calls = 0
         self.handle_lookups: list[_FakeStream] = []  # streams given to cuda.bindings.utils.get_cuda_native_handle
+        self.event_times: dict[int, float | None] = {}
+        self.clock_ms, self.exec_ms = 0.0, 2.5
         self.broken = False  # True: every call raises, as a runtime torn down at interpreter exit might
         self._thread = threading.local()
 
@@ -124,6 +126,26 @@ class _FakeCuda:
     def cudaStreamSynchronize(self, s: _FakeStream) -> tuple[int]:  # noqa: N802
         return (0,)
 
+    # events: a clock per record; execute_async_v3 advances it by `exec_ms`, so elapsed times are known
+    def cudaEventCreate(self) -> tuple[int, int]:  # noqa: N802
+        event = 0x9000 + len(self.event_times) + 100 * self.mallocs
+        self.event_times[event] = None
+        return 0, event
+
+    def cudaEventRecord(self, event: int, stream: _FakeStream) -> tuple[int]:  # noqa: N802
+        assert event in self.event_times and stream.address in self.streams
+        self.event_times[event] = self.clock_ms
+        return (0,)
+
+    def cudaEventElapsedTime(self, start: int, end: int) -> tuple[int, float]:  # noqa: N802
+        return 0, self.event_times[end] - self.event_times[start]
+
+    def cudaEventDestroy(self, event: int) -> tuple[int]:  # noqa: N802
+        if self.event_times.pop(event, "gone") == "gone":
+            self.double_frees.append(f"event {event:#x}")
+            return (1,)
+        return (0,)
+
     def cudaStreamDestroy(self, s: _FakeStream) -> tuple[int]:  # noqa: N802
         if self.streams.pop(s.address, None) is None:
             self.double_frees.append(f"stream {s.address:#x}")
@@ -163,6 +185,7 @@ def _fake_tensorrt(cuda: _FakeCuda) -> types.ModuleType:
             n = int(np.prod(self.shape)) * 4
             x = np.frombuffer(bytes(cuda.device[self.addr["input"]][:n]), np.float32)
             cuda.device[self.addr["output"]][:n] = np.tanh(x).tobytes()
+            cuda.clock_ms += cuda.exec_ms  # the engine's time on the device
             return True
 
     class Engine:
@@ -269,13 +292,14 @@ def test_tensorrt_backend_buffers_and_profile_with_stand_ins(tmp_path, cuda) -> 
         np.testing.assert_allclose(y, np.tanh(x), rtol=1e-6)
         y[...] = 0  # the caller owns its copy: the next call must not see this
     assert cuda.mallocs == 4  # input+output at the first shape, again once at the bigger one, none after
+    assert backend.device_ms == cuda.exec_ms  # CUDA events around execute_async_v3 only
     with pytest.raises(ShapeError, match=r"3x3x32x32.*outside the engine's optimization profile 1x3x32x32 \.\. "
                                          r"2x3x128x128.*--max-shape"):
         backend(np.zeros((3, 3, 32, 32), np.float32))
     with pytest.raises(ShapeError, match="outside"):
         backend(np.zeros((1, 3, 16, 32), np.float32))
     backend.close()
-    assert not cuda.device and not cuda.host and not cuda.streams  # everything freed
+    assert not cuda.device and not cuda.host and not cuda.streams and not cuda.event_times  # everything freed
     assert not cuda.double_frees
 
 

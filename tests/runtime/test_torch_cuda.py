@@ -91,6 +91,7 @@ class FakeModel:
         # what the kernels would see at this moment
         self.calls.append(("forward", x.device, flags.cudnn.benchmark, flags.cudnn.allow_tf32,
                            flags.cuda.matmul.allow_tf32, self.torch.autocasting, x.dtype))
+        self.torch.clock_ms += 1.5  # an eager forward's time on the device
         return x._derived(np.tanh)
 
 
@@ -139,6 +140,22 @@ def fake_torch(calls: list[Any]) -> types.ModuleType:
     class CUDAGraph:
         def replay(self) -> None:
             calls.append("replay")
+            torch.clock_ms += 0.5  # type: ignore[attr-defined]  # a replay's time on the device
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            assert enable_timing
+            self.t: float | None = None
+
+        def record(self) -> None:
+            self.t = torch.clock_ms  # type: ignore[attr-defined]
+
+        def synchronize(self) -> None:
+            pass
+
+        def elapsed_time(self, end: Event) -> float:
+            assert self.t is not None and end.t is not None
+            return end.t - self.t
 
     @contextlib.contextmanager
     def on(name: str) -> Any:
@@ -153,6 +170,8 @@ def fake_torch(calls: list[Any]) -> types.ModuleType:
     torch.cuda.current_stream = Stream  # type: ignore[attr-defined]
     torch.cuda.stream = lambda s: on("side stream")  # type: ignore[attr-defined]
     torch.cuda.CUDAGraph = CUDAGraph  # type: ignore[attr-defined]
+    torch.cuda.Event = Event  # type: ignore[attr-defined]
+    torch.clock_ms = 0.0  # type: ignore[attr-defined]
     torch.cuda.graph = lambda g, **kwargs: on("capture")  # type: ignore[attr-defined]
     torch.empty_like = lambda t, device=None: FakeTensor(np.empty_like(t.data), calls, device or t.device)  # type: ignore[attr-defined]
     torch.empty = lambda shape, dtype=None: FakeTensor(np.empty(shape, np.float32), calls)  # type: ignore[attr-defined]
@@ -183,6 +202,7 @@ def test_cuda_fp32_sets_benchmark_and_turns_tf32_off(cuda_stand_in) -> None:
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 8, 12)).astype(np.float32)
     y = backend(x)
     np.testing.assert_allclose(y, np.tanh(x))
+    assert backend.device_ms == 1.5  # CUDA events around the model only
     # the call set the switches again, ran on CUDA with TF32 off and no autocast
     assert ("forward", "cuda", True, False, False, None, "float32") in calls
     assert "pin_memory" not in calls  # a plain pageable copy, no fresh pinned buffer per call
@@ -249,6 +269,7 @@ def test_cuda_graphs_capture_once_per_shape_and_replay(cuda_stand_in) -> None:
     calls.clear()
     np.testing.assert_allclose(backend(second), np.tanh(second))  # the replay follows the new input
     assert "enter capture" not in calls and calls.count("replay") == 1 and calls.count("synchronize") == 1
+    assert backend.device_ms == 0.5  # the replay, between CUDA events
     assert not any(isinstance(c, tuple) and c[0] == "forward" for c in calls)  # replayed, not run again
     assert [c for c in calls if isinstance(c, tuple) and c[0] == "copy_"] == [
         ("copy_", "cpu", "cpu", False),  # the caller's array into the pinned staging buffer
