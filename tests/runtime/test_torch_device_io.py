@@ -108,6 +108,22 @@ def test_video_names_non_finite_frames_on_the_uint8_path(tiny_generator_file: Pa
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_a_failing_model_on_the_uint8_path_is_one_line_and_leaves_nothing(tiny_generator_file: Path,
+                                                                          tmp_path: Path) -> None:
+    from cyclegan_deploy.errors import CgDeployError
+
+    src = make_sample_video(tmp_path / "in.mp4", frames=3, size=(32, 32), audio=None)
+    backend = TorchBackend(tiny_generator_file, device="cpu", options={"device_io": True})
+
+    def oom(x):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    backend.model = oom
+    with pytest.raises(CgDeployError, match=r"ran out of memory on a \d+x3x32x32 batch .* use a smaller --batch"):
+        translate_video(src, tmp_path / "out.mp4", backend, VideoOptions(progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 def test_cuda_only_options_and_a_lone_compile_mode_are_refused_on_cpu(tiny_generator_file: Path) -> None:
     with pytest.raises(ConfigError, match="cuda_graphs applies to CUDA only"):
         TorchBackend(tiny_generator_file, device="cpu", options={"cuda_graphs": True})
