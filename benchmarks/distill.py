@@ -269,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         flags = isa()
         vnni = any(ok for label, ok in flags.items() if "VNNI" in label.upper())
         lines = targets({k: v for k, v in records.items()}, speed, vnni)
-        results = {"benchmark": "distill", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "tiny": args.tiny,
+        command = " ".join(["python benchmarks/distill.py", *(sys.argv[1:] if argv is None else argv)])
+        results = {"benchmark": "distill", "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                   "tiny": args.tiny,
                    "isa": flags, "threads": torch.get_num_threads(), "torch": torch.__version__, "imported": how,
                    "teacher": {"file": str(teacher.relative_to(teacher_run.parent)), "training": teacher_record},
                    "data": DATA, "budget_s_per_student": budget, "students": records, "speed": speed,
@@ -293,9 +295,9 @@ def profile_md(r: dict[str, Any]) -> list[str]:
     for prec, prof in p["by_float_ops"].items():
         top = ", ".join(f"{k['op']} {k['ms']:.0f} ms ({100 * k['share']:.0f}%)" for k in prof["by_kernel"][:5])
         lines.append(f"| {prec} | {prof['total_ms']:.0f} | {top} |")
-    lines += ["", "The float convolution is the output conv (7x7, 16 -> 3 channels, full resolution; kept float by "
+    lines += ["", "The float convolution is the output conv (7x7, ngf -> 3 channels, full resolution; kept float by "
               "design, like InstanceNormalization = MVN). Its 3 output channels would fill a 16-lane AVX-512 "
-              "register only 3/16 full, so the OpenVINO backend runs its exact space-to-depth form (4x4, 64 -> 12 "
+              "register only 3/16 full, so the OpenVINO backend runs its exact space-to-depth form (4x4, 4 ngf -> 12 "
               "channels at half resolution, between SpaceToDepth and DepthToSpace; backends/openvino_rewrite.py): "
               "the `:space_to_depth=false` rows of the speed table are without it. % of the measured int8 peak "
               "per case is in results.json (bench rows, pct_peak)."]
@@ -307,7 +309,7 @@ def summary_md(r: dict[str, Any], speed_md: list[str]) -> str:
     flags = ", ".join(k for k, v in r["isa"].items() if v) or "none of AVX2/AVX-512"
     lines = [f"# Distilled students ({'--tiny: script check, numbers meaningless' if r['tiny'] else 'full run'})", "",
              f"{r['date']}; CPU ISA: {flags}; {r['threads']} threads; torch {r['torch']}. Command: "
-             f"`python benchmarks/distill.py{' --tiny' if r['tiny'] else ''}`.", "",
+             f"`{r.get('command') or 'python benchmarks/distill.py'}`.", "",
              f"Teacher: ResNet-9 ngf 64 CycleGAN, {t['iterations']} iterations in {t['train_s']:.0f} s on the built-in "
              f"data (task PSNR {t['psnr_model_db']:.2f} dB vs identity {t['psnr_identity_db']:.2f} dB). Students "
              f"distilled with `cgdeploy distill`'s trainer for {r['budget_s_per_student']:.0f} s each on "
