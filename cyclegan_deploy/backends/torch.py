@@ -175,7 +175,9 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             with self._events():
                 outs = fn(x)
-            return tuple(np.ascontiguousarray(y.cpu().numpy()) for y in outs)  # .cpu() waits for the GPU
+            host = tuple(np.ascontiguousarray(y.cpu().numpy()) for y in outs)  # .cpu() waits for the GPU
+        self._read_events()
+        return host
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self._call("float", batch, lambda x: (self._forward(x),))
@@ -197,8 +199,8 @@ class TorchBackend(Backend):
     # -- CUDA events: device time of the model (bench's device_ms) ------------------------------------------
     @contextlib.contextmanager
     def _events(self) -> Any:
-        """CUDA events on the current stream around the model's work (its copies are outside); read after
-        the call's synchronisation by _read_events (eager calls read them at once: .cpu() has waited)."""
+        """CUDA events on the current stream around the model's work (its copies are outside); read by
+        _read_events once the call has synchronised (its outputs are on the host)."""
         if self.device != "cuda":
             yield
             return
@@ -208,9 +210,6 @@ class TorchBackend(Backend):
         start.record()
         yield
         end.record()
-        if not self.cuda_graphs:
-            end.synchronize()
-            self._read_events()
 
     def _read_events(self) -> None:
         if self._event_pair is not None:
