@@ -26,6 +26,11 @@ VIDEO_SIZES: tuple[tuple[str, tuple[int, int]], ...] = (
     ("720p", (720, 1280)), ("1080p", (1080, 1920)), ("1440p", (1440, 2560)), ("4K", (2160, 3840)))
 
 
+# the I/O tensors of an engine built with `--engine-io uint8` (export/uint8_io.py makes them; the backend binds
+# them): uint8 NHWC frames in, uint8 NHWC frames out, and a float32 (N,) flag, 1 where a frame was not finite
+FRAMES_IN, FRAMES_OUT, NONFINITE = "frames", "frames_out", "nonfinite"
+UINT8_OUTPUTS = (FRAMES_OUT, NONFINITE)
+
 @dataclass
 class Profile:
     """One optimization profile for the single NCHW input; every H/W is a multiple of the model's multiple."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 ShapeArg = str | tuple[int, ...] | None
+ENGINE_IO = ("float32", "uint8")  # what the engine's I/O tensors hold: the graph's own, or uint8 frames
 
 
 def parse_shape(text: ShapeArg, option: str) -> tuple[int | None, int, int] | None:
@@ -109,12 +110,15 @@ class BuildOptions:
     timing_cache: Path | None = None  # reused across builds (AtoB/BtoA, rebuilds): cuts build time a lot
     opt_level: int = 3  # TensorRT's default; 5 searches longest
     allow_tf32: bool = False  # an "fp32" engine means FP32 unless asked: TF32 rounds conv inputs to 10 bits
+    io: str = "float32"  # "uint8": the engine takes and gives uint8 NHWC frames (export/uint8_io.py)
 
     def __post_init__(self) -> None:
         if self.workspace_gb <= 0:
             raise ConfigError(f"--workspace-gb {self.workspace_gb}: must be > 0")
         if not 0 <= self.opt_level <= 5:
             raise ConfigError(f"--opt-level {self.opt_level}: TensorRT builder optimization levels are 0..5")
+        if self.io not in ENGINE_IO:
+            raise ConfigError(f"--engine-io {self.io!r}: choose one of {', '.join(ENGINE_IO)}")
 
 
 def trtexec_command(onnx_path: Path, plan_path: Path, profile: Profile, options: BuildOptions) -> str:
@@ -124,7 +128,10 @@ def trtexec_command(onnx_path: Path, plan_path: Path, profile: Profile, options:
            f"--builderOptimizationLevel={options.opt_level}")
     if options.timing_cache:
         cmd += f" --timingCacheFile={options.timing_cache}"
-    return cmd + ("" if options.allow_tf32 else " --noTF32")
+    cmd += "" if options.allow_tf32 else " --noTF32"
+    # the uint8 wrapper is made in memory at build time: trtexec builds the float32-I/O engine only
+    return cmd + ("  # float32 I/O: --engine-io uint8 needs `cgdeploy export --engine`" if options.io == "uint8"
+                  else "")
 
 
 def tensorrt_unavailable() -> str | None:
@@ -262,7 +269,17 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
     native_norm = getattr(getattr(trt, "OnnxParserFlag", None), "NATIVE_INSTANCENORM", None)
     if native_norm is not None:  # default since 10.0; be explicit so the FP32 norm is a native layer, not a plugin
         parser.set_flag(native_norm)
-    if not parser.parse_from_file(str(onnx_path)):
+    if options.io == "uint8":  # uint8 frames in and out around the graph (parsed from memory; weights inside)
+        import onnx
+
+        from cyclegan_deploy.export.uint8_io import FRAMES_IN, add_uint8_io
+
+        parsed = parser.parse(add_uint8_io(onnx.load(str(onnx_path)), card).SerializeToString(), str(onnx_path))
+        input_name, want_outputs = FRAMES_IN, 2
+    else:
+        parsed = parser.parse_from_file(str(onnx_path))
+        input_name, want_outputs = profile.input_name, 1
+    if not parsed:
         errors = []
         for i in range(parser.num_errors):
             err = parser.get_error(i)
@@ -270,9 +287,10 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
         raise ExportError(f"{onnx_path}: TensorRT {trt.__version__} ONNX parser failed: {'; '.join(errors[:5])}")
     # the network's own I/O count, before the build (no need to deserialize the engine for it)
     inputs, outputs = network.num_inputs, network.num_outputs
-    if inputs != 1 or outputs != 1 or network.get_input(0).name != profile.input_name:
+    if inputs != 1 or outputs != want_outputs or network.get_input(0).name != input_name:
         raise ExportError(f"{onnx_path}: TensorRT parsed {inputs} input(s) and {outputs} output(s); a generator "
-                          f"graph has one input named {profile.input_name!r} and one output; re-export it with "
+                          f"graph has one input named {input_name!r} and "
+                          f"{'one output' if want_outputs == 1 else 'two outputs (uint8 I/O)'}; re-export it with "
                           "`cgdeploy export`")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
@@ -282,9 +300,11 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
         config.clear_flag(tf32)
     trt_profile = builder.create_optimization_profile()
     shapes = f"profile min {profile.min} opt {profile.opt} max {profile.max}"
+    # the profile is NCHW (frames of the model's input); uint8 frames are NHWC
+    dims = [tuple(s[i] for i in ((0, 2, 3, 1) if options.io == "uint8" else (0, 1, 2, 3)))
+            for s in (profile.min, profile.opt, profile.max)]
     try:  # raises ValueError on an inconsistency it can see without the network
-        trt_profile.set_shape(profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)),
-                              trt.Dims(list(profile.max)))
+        trt_profile.set_shape(input_name, *(trt.Dims(list(d)) for d in dims))
     except ValueError as e:
         raise ExportError(f"{onnx_path}: TensorRT refused the {shapes} ({e}); adjust "
                           "--min-shape/--opt-shape/--max-shape") from e
@@ -309,7 +329,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
         workspace_bytes=int(options.workspace_gb * (1 << 30)), builder_optimization_level=options.opt_level,
         built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         extra={"strongly_typed_flag": strongly is not None, "native_instancenorm_flag": native_norm is not None,
-               "covers": covers})
+               "covers": covers, "io": options.io})
     # the sidecar before the cache: an engine without its sidecar is refused, a missing cache only costs time
     write_sidecar(sidecar_path(plan_path), sidecar)
     if cache_path is not None:

@@ -5,6 +5,7 @@ checkpointable state and generator files. The trainers add only their losses and
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -191,8 +192,11 @@ class GanModel:
         return [[tiles[k][i] for k in self.visual_names] for i in range(len(real_a))]
 
     def end_epoch(self) -> None:
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        with warnings.catch_warnings():
+            # an optimizer that never stepped (distillation's D with --lambda-gan 0) still follows the schedule
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
 
     @property
     def lr(self) -> float:

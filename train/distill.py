@@ -12,6 +12,12 @@ the B halves of pix2pix pairs; a plain folder of inputs has none, so it falls ba
 the trained ResNet-9 teacher of benchmarks/ (ngf 16 / 6-block student, 400 steps of batch 4, same seed): with
 `data` the distillation L1 stalled at 0.077 and held-out PSNR vs the teacher was 26.0 dB; with `teacher`, 0.042
 and 28.4 dB — `data` fights the distillation term wherever the teacher differs from real B.
+
+The GAN term itself costs fidelity to the teacher: on the same teacher, an ngf 8 / 9-block student after 1000
+steps of batch 4 (same seed) reached 28.2 dB held-out PSNR vs the teacher with `lambda_gan` 1 and 31.0 dB with 0
+(task PSNR 20.49 vs 20.68 dB; the teacher's 20.62). GAN Compression keeps the term for perceptual sharpness (FID),
+which PSNR does not reward; the default stays the paper's 1, and benchmarks/distill.py measures with 0. With
+`lambda_gan` 0 the discriminator is neither run nor trained, so a step costs less.
 """
 
 from __future__ import annotations
@@ -115,11 +121,12 @@ class Distiller(GanModel):
         teacher_features = {t: self._teacher_features.out[t].detach() for _, t in self.pairs}
         real_b = batch["B"].to(self.device, non_blocking=True) if cfg.gan_real == "data" and "B" in batch else target
 
+        use_gan = cfg.lambda_gan > 0  # with weight 0, D is neither run nor trained (its cost saved)
         set_requires_grad((d,), False)
         with self.autocast():
             fake_b = student(real_a)
             loss_distill = F.l1_loss(fake_b.float(), target) * cfg.lambda_distill
-            loss_gan = self.gan_loss(d(fake_b), True) * cfg.lambda_gan
+            loss_gan = self.gan_loss(d(fake_b), True) * cfg.lambda_gan if use_gan else real_a.new_zeros(())
             loss_feature = real_a.new_zeros(())
             for adapter, (s, t) in zip(self.nets["F"], self.pairs, strict=True):
                 mapped = adapter(self._student_features.out[s]).float()
@@ -129,12 +136,14 @@ class Distiller(GanModel):
         self.step(loss_g, self.optimizers["G"])
 
         set_requires_grad((d,), True)
-        with self.autocast():
-            fake = self.pools["fake_B"].query(fake_b).detach()
-            loss_d_real = self.gan_loss(d(real_b), True)
-            loss_d_fake = self.gan_loss(d(fake), False)
-            loss_d = (loss_d_real + loss_d_fake) * 0.5
-        self.step(loss_d, self.optimizers["D"])
+        loss_d_real = loss_d_fake = real_a.new_zeros(())
+        if use_gan:
+            with self.autocast():
+                fake = self.pools["fake_B"].query(fake_b).detach()
+                loss_d_real = self.gan_loss(d(real_b), True)
+                loss_d_fake = self.gan_loss(d(fake), False)
+                loss_d = (loss_d_real + loss_d_fake) * 0.5
+            self.step(loss_d, self.optimizers["D"])
         self.scaler.update()
 
         losses = (loss_distill, loss_gan, loss_feature, loss_d_real, loss_d_fake)

@@ -76,6 +76,17 @@ def check_batch(batch: np.ndarray, meta: ModelMeta, name: str) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
+def check_frames(rgb: np.ndarray, meta: ModelMeta, name: str) -> np.ndarray:
+    """Validate uint8 frames for `run_uint8` (N, H, W, C), already padded to the multiple; contiguous."""
+    if rgb.ndim != 4 or rgb.shape[-1] != meta.input_nc or rgb.dtype != np.uint8:
+        raise ShapeError(f"{name}: expected uint8 frames (N,H,W,{meta.input_nc}), got {rgb.dtype} {rgb.shape}")
+    m = max(1, int(meta.multiple))
+    if rgb.shape[1] % m or rgb.shape[2] % m:
+        raise ShapeError(f"{name}: frames of {rgb.shape[1]}x{rgb.shape[2]} are not multiples of {m}; "
+                         "pad them first (frames.pad_frames)")
+    return np.ascontiguousarray(rgb)
+
+
 @dataclass
 class BackendOptions:
     """Base of each backend's typed options (subclasses declare the fields). from_options takes the loose

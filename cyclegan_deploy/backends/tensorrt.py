@@ -7,13 +7,16 @@ to deserialize with a cryptic log line or runs with tactics tuned for another ch
 and D2H copy are queued back to back and synchronised once. cudaSetDevice is per host thread, and the video
 pipeline calls the backend from its own inference thread: every call selects the device first. The stream
 reaches TensorRT as its native handle (cuda.bindings.utils.get_cuda_native_handle; cuda-bindings 12.9.1/13
-deprecate int(stream)). close() is idempotent and also runs from `with` and, as a last resort, __del__, so a
-backend dropped without close() still frees its device and pinned memory.
+deprecate int(stream)). An engine built with `--engine-io uint8` (export/uint8_io.py) takes uint8 NHWC frames
+and gives uint8 frames plus per-frame non-finite flags (`run_uint8`, which `video` uses: a quarter of the
+bytes each way, normalising on the GPU); its float32 `__call__` rounds batches to uint8 first, exact for
+batches made from uint8 images. Helpers (checks, buffers) in cuda_buffers.py. close() is idempotent and
+also runs from `with` and, as a last resort, __del__, so a backend dropped without close() still frees its
+device and pinned memory.
 """
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cyclegan_deploy import engine_sidecar
-from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
+from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, check_frames, try_import
+from cyclegan_deploy.backends.cuda_buffers import Buffer, check, native_handle
+from cyclegan_deploy.backends.cuda_buffers import cuda_runtime as _cuda_runtime  # tests replace it
+from cyclegan_deploy.engine_sidecar import FRAMES_IN, FRAMES_OUT, NONFINITE, UINT8_OUTPUTS
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
+from cyclegan_deploy.frames import to_model, to_uint8
 from cyclegan_deploy.metadata import PRECISION_ALIASES, canonical_precision
 
 if TYPE_CHECKING:
@@ -31,67 +38,8 @@ if TYPE_CHECKING:
 REBUILD = "rebuild it here with `cgdeploy export CHECKPOINT -o OUT_DIR --engine`"
 
 
-def _cuda_runtime() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError as e:
-        raise BackendUnavailableError(f"cuda-python is not installed ({e}); pip install cuda-python") from e
-    return cudart
-
-
-def _check(result: Any, what: str) -> Any:
-    """cuda-python returns (error, *values): raise on error, unwrap the value."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        cudart = _cuda_runtime()
-        _, text = cudart.cudaGetErrorString(err)
-        text = text.decode() if isinstance(text, bytes) else text
-        raise BackendUnavailableError(f"CUDA {what} failed: {err} ({text})")
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def _native_handle(obj: Any) -> int:
-    """The address a cuda-python handle (a cudaStream_t) wraps, as the int TensorRT's `stream_handle` takes.
-    cuda-bindings 12.9.1 and 13.x deprecate int(obj) for get_cuda_native_handle; older 12.x only have int()."""
-    try:
-        from cuda.bindings.utils import get_cuda_native_handle
-    except ImportError:
-        return int(obj)
-    return int(get_cuda_native_handle(obj))
-
-
 def _dims(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
-
-
-class _Buffer:
-    """A device buffer and its pinned host twin, regrown (never shrunk) when a bigger shape arrives. Holds the
-    runtime module it allocated with, so freeing needs no import (it may run from __del__ at exit)."""
-
-    def __init__(self, cudart: Any) -> None:
-        self.cudart = cudart
-        self.nbytes, self.device, self.host = 0, 0, 0
-
-    def ensure(self, nbytes: int) -> None:
-        if nbytes <= self.nbytes:
-            return
-        self.free()
-        # cudaMalloc returns a plain int address in cuda.bindings.runtime (no handle object to unwrap)
-        self.device = int(_check(self.cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
-        self.host = int(_check(self.cudart.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes})"))
-        self.nbytes = nbytes
-
-    def host_array(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-        count = int(np.prod(shape)) * dtype.itemsize
-        raw = (ctypes.c_byte * count).from_address(self.host)  # a view on the pinned memory, no copy
-        return np.frombuffer(memoryview(raw).cast("B"), dtype=dtype).reshape(shape)
-
-    def free(self) -> None:
-        device, host, self.nbytes, self.device, self.host = self.device, self.host, 0, 0, 0  # never freed twice
-        if device:
-            self.cudart.cudaFree(device)
-        if host:
-            self.cudart.cudaFreeHost(host)
 
 
 @dataclass
@@ -124,8 +72,8 @@ class TensorRTBackend(Backend):
         gpu, capability = engine_sidecar.gpu_info(self.device_id)
         engine_sidecar.check_engine_compat(sidecar, str(trt.__version__), gpu, capability, engine=str(self.path))
         cudart = self._cudart = _cuda_runtime()
-        _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
-        self._in, self._out = _Buffer(cudart), _Buffer(cudart)
+        check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice", cudart)
+        self._in, self._outs = Buffer(cudart), {}
         self.meta = sidecar.meta
         self.precision = built
         self.name, self.device, self.gpu = "tensorrt", "cuda", gpu
@@ -140,17 +88,23 @@ class TensorRTBackend(Backend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ConfigError(f"{self.path}: expected one input and one output tensor, got {inputs} -> {outputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
-        self.output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        # an engine built with --engine-io uint8 takes uint8 NHWC frames (export/uint8_io.py)
+        self.uint8_io = len(inputs) == 1 and self._dtypes[inputs[0]] == np.uint8
+        if len(inputs) != 1 or (sorted(outputs) != sorted(UINT8_OUTPUTS) if self.uint8_io else len(outputs) != 1):
+            want = f"{FRAMES_IN} -> {', '.join(UINT8_OUTPUTS)}" if self.uint8_io else "one input and one output"
+            raise ConfigError(f"{self.path}: expected {want} tensors, got {inputs} -> {outputs}; {REBUILD}")
+        self.input_name, self.output_name = inputs[0], FRAMES_OUT if self.uint8_io else outputs[0]
+        self.input_dtype, self.output_dtype = self._dtypes[self.input_name], self._dtypes[self.output_name]
+        self._outs = {n: Buffer(cudart) for n in outputs}
         lo, opt, hi = (_dims(d) for d in engine.get_tensor_profile_shape(self.input_name, 0))
+        if self.uint8_io:  # NHWC frames: the profile in the NCHW terms of the model's input
+            lo, opt, hi = ((s[0], s[3], s[1], s[2]) for s in (lo, opt, hi))
         self.profile = engine_sidecar.Profile(self.input_name, lo, opt, hi)  # type: ignore[arg-type]
-        self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._stream_handle = _native_handle(self.stream)
+        self.stream = check(cudart.cudaStreamCreate(), "cudaStreamCreate", cudart)
+        self._stream_handle = native_handle(self.stream)
         # around execute_async_v3 on the stream: device_ms, the engine's own time (bench reports it)
-        self._events = [_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(2)]
+        self._events = [check(cudart.cudaEventCreate(), "cudaEventCreate", cudart) for _ in range(2)]
 
     def _check_profile(self, shape: tuple[int, ...]) -> None:
         lo, hi = self.profile.min, self.profile.max
@@ -161,35 +115,63 @@ class TensorRTBackend(Backend):
                 f"{fmt(map(str, lo))} .. {fmt(map(str, hi))}; rebuild with `cgdeploy export --engine "
                 "--min-shape/--opt-shape/--max-shape` covering it, or resize/batch the input to fit")
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _execute(self, x: np.ndarray, nchw: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Every output of the engine for the host array `x` (whose frames are `nchw`), as the caller's copies:
+        H2D copy, execution between two events, D2H copies, one synchronisation."""
         cudart = self._cudart
-        _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")  # this thread may not be __init__'s
+        check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice", cudart)  # this thread may not be __init__'s
+        self._check_profile(nchw)
         shape = tuple(int(s) for s in x.shape)
-        self._check_profile(shape)
         if not self.context.set_input_shape(self.input_name, shape):
             raise ShapeError(f"{self.path}: TensorRT rejected input shape {shape}; profile {self.profile.as_dict()}")
-        out_shape = _dims(self.context.get_tensor_shape(self.output_name))
-        in_bytes = x.size * self.input_dtype.itemsize
-        out_bytes = int(np.prod(out_shape)) * self.output_dtype.itemsize
-        self._in.ensure(in_bytes)
-        self._out.ensure(out_bytes)
-        np.copyto(self._in.host_array(shape, self.input_dtype), x, casting="same_kind")
-        for name, buf in ((self.input_name, self._in), (self.output_name, self._out)):
+        shapes = {n: _dims(self.context.get_tensor_shape(n)) for n in self._outs} | {self.input_name: shape}
+        sizes = {n: int(np.prod(s)) * self._dtypes[n].itemsize for n, s in shapes.items()}
+        buffers = {self.input_name: self._in, **self._outs}
+        for name, buf in buffers.items():
+            buf.ensure(sizes[name])
             if not self.context.set_tensor_address(name, buf.device):  # unknown name or address not 256-aligned
                 raise BackendUnavailableError(f"{self.path}: TensorRT refused device address {buf.device:#x} for "
                                               f"tensor {name!r} (see the log above); {REBUILD}")
+        np.copyto(self._in.host_array(shape, self.input_dtype), x, casting="same_kind")
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(cudart.cudaMemcpyAsync(self._in.device, self._in.host, in_bytes, h2d, self.stream), "H2D copy")
+        in_bytes = sizes[self.input_name]
+        check(cudart.cudaMemcpyAsync(self._in.device, self._in.host, in_bytes, h2d, self.stream), "H2D copy", cudart)
         start, end = self._events
-        _check(cudart.cudaEventRecord(start, self.stream), "cudaEventRecord")
+        check(cudart.cudaEventRecord(start, self.stream), "cudaEventRecord", cudart)
         if not self.context.execute_async_v3(self._stream_handle):
             raise BackendUnavailableError(f"{self.path}: TensorRT execution failed (see the log above)")
-        _check(cudart.cudaEventRecord(end, self.stream), "cudaEventRecord")
-        _check(cudart.cudaMemcpyAsync(self._out.host, self._out.device, out_bytes, d2h, self.stream), "D2H copy")
-        _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        self.device_ms = float(_check(cudart.cudaEventElapsedTime(start, end), "cudaEventElapsedTime"))
-        # the pinned buffer is reused by the next call: hand out a copy
-        return np.array(self._out.host_array(out_shape, self.output_dtype), dtype=np.float32, copy=True)
+        check(cudart.cudaEventRecord(end, self.stream), "cudaEventRecord", cudart)
+        for name, buf in self._outs.items():
+            check(cudart.cudaMemcpyAsync(buf.host, buf.device, sizes[name], d2h, self.stream), "D2H copy", cudart)
+        check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize", cudart)
+        self.device_ms = float(check(cudart.cudaEventElapsedTime(start, end), "cudaEventElapsedTime", cudart))
+        # the pinned buffers are reused by the next call: hand out copies
+        return {n: np.array(b.host_array(shapes[n], self._dtypes[n]), copy=True) for n, b in self._outs.items()}
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if not self.uint8_io:
+            return np.asarray(self._execute(x, x.shape)[self.output_name], dtype=np.float32)
+        # uint8 frames in and out: batches in the card's range are rounded to uint8 first, which is exact for
+        # every batch made from uint8 images (all of cgdeploy's), and the uint8 output mapped back
+        frames, finite = self._frames(np.ascontiguousarray(to_uint8(x, self.meta.input_range).transpose(0, 2, 3, 1)))
+        y = to_model(frames, self.meta.output_range)
+        y[~finite] = np.nan  # the frames the engine flagged: NaN, as the float path would have given
+        return y
+
+    def _frames(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 NHWC output frames, per-frame all-finite flags) of a uint8-I/O engine."""
+        n, h, w, c = rgb.shape
+        outs = self._execute(rgb, (n, c, h, w))
+        return outs[FRAMES_OUT], outs[NONFINITE].reshape(n) == 0
+
+    def run_uint8(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(N, H, W, C) uint8 frames padded to the model's multiple -> ((N, sH, sW, C) uint8, all finite); only
+        for engines built with `--engine-io uint8`."""
+        if not self.uint8_io:
+            raise ConfigError(f"{self.path}: this engine takes float32 batches; for uint8 frames build one with "
+                              "`cgdeploy export CHECKPOINT -o OUT_DIR --engine --engine-io uint8`")
+        out, finite = self._frames(check_frames(rgb, self.meta, self.name))
+        return out, bool(finite.all())
 
     def close(self) -> None:
         """Release everything; safe twice, on a backend whose __init__ failed part-way, and from __del__."""
@@ -202,7 +184,7 @@ class TensorRTBackend(Backend):
             return
         # a thread that never used CUDA would otherwise create a context on GPU 0 just to free memory
         cudart.cudaSetDevice(self.device_id)
-        for buf in (getattr(self, "_in", None), getattr(self, "_out", None)):
+        for buf in (getattr(self, "_in", None), *getattr(self, "_outs", {}).values()):
             if buf is not None:
                 buf.free()
         for event in getattr(self, "_events", []):

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, try_import
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ShapeError
+from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, check_frames, try_import
+from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 from cyclegan_deploy.metadata import canonical_precision
 
 GRAPH_SHAPES = 4  # captured graphs (and their buffers) kept: a video uses one shape, bench a few
@@ -186,14 +186,7 @@ class TorchBackend(Backend):
     def run_uint8(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
         """(N, H, W, 3) uint8 RGB frames, already padded to the model's multiple -> ((N, scale*H, scale*W, 3)
         uint8, whether every output value was finite), pre/post-processing on the backend's device."""
-        if rgb.ndim != 4 or rgb.shape[-1] != self.meta.input_nc or rgb.dtype != np.uint8:
-            raise ShapeError(f"{self.name}: expected uint8 frames (N,H,W,{self.meta.input_nc}), got {rgb.dtype} "
-                             f"{rgb.shape}")
-        m = max(1, int(self.meta.multiple))
-        if rgb.shape[1] % m or rgb.shape[2] % m:
-            raise ShapeError(f"{self.name}: frames of {rgb.shape[1]}x{rgb.shape[2]} are not multiples of {m}; "
-                             "pad them first (frames.pad_frames)")
-        out, finite = self._call("uint8", np.ascontiguousarray(rgb), self._uint8_forward)
+        out, finite = self._call("uint8", check_frames(rgb, self.meta, self.name), self._uint8_forward)
         return out, bool(finite)
 
     # -- CUDA events: device time of the model (bench's device_ms) ------------------------------------------

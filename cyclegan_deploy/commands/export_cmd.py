@@ -52,6 +52,8 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
         timing_cache: Path | None = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, reused "
                                                  "across builds (default: OUT_DIR/tensorrt.timing.cache)."),
         opt_level: int = typer.Option(3, "--opt-level", min=0, max=5, help="TensorRT builder optimization level."),
+        engine_io: str = typer.Option("float32", "--engine-io", help="TensorRT engine I/O: float32 (the graph's) "
+                                      "or uint8 (frames in and out, normalising on the GPU; for `video`)."),
         target: str = typer.Option("onnx", "--target", help="onnx | openvino (also writes g_*.xml/.bin)."),
         ov_precision: str = typer.Option("f32", "--ov-precision", help="OpenVINO inference precision recorded "
                                                                        "with the IR: f32 | bf16 | f16."),
@@ -87,6 +89,7 @@ def register(app: typer.Typer, *sub: typer.Typer) -> None:
                              direction=direction, fp16=fp16, fp16_norm=fp16_norm, engine=engine,
                              min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
                              workspace_gb=workspace_gb, timing_cache=timing_cache, opt_level=opt_level,
+                             engine_io=engine_io,
                              target=target, ov_precision=ov_precision, validate=not no_validate,
                              safety_images=safety_images, int8=int8, calib=calib, calib_size=calib_size,
                              int8_min_psnr=int8_min_psnr, force=force, triton=triton)

@@ -81,6 +81,13 @@ def test_bad_options_exit_1_before_work(tiny_generator_file, tmp_path, capsys):
     assert "single generator file has one direction" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.pth"), "-o", str(tmp_path)]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
+    assert main(["export", str(tiny_generator_file), "-o", str(tmp_path), "--engine-io", "uint8"]) == 1
+    assert "--engine-io uint8 applies to TensorRT engines; add --engine" in capsys.readouterr().err
+    assert main(["export", str(tiny_generator_file), "-o", str(tmp_path), "--engine", "--engine-io", "u8"]) == 1
+    assert "--engine-io 'u8': choose one of float32, uint8" in capsys.readouterr().err
+    assert main(["export", str(tiny_generator_file), "-o", str(tmp_path), "--engine", "--engine-io", "uint8",
+                 "--triton-repo", str(tmp_path / "repo")]) == 1
+    assert "--triton-repo serves float32 tensors" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

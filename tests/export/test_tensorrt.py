@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from trt_fakes import fake_tensorrt
 
@@ -210,6 +211,28 @@ def test_real_engine_build(tiny_resnet, tiny_fp16, tmp_path):
     assert report.passed
 
 
+@pytest.mark.gpu
+def test_real_uint8_engine_gives_the_host_paths_pixels(tiny_resnet, tiny_onnx, tmp_path):
+    """On a GPU machine with TensorRT: a --engine-io uint8 FP32 engine against the host path (ONNX Runtime CPU
+    on the float graph, frames.to_model/to_uint8 around it): within one level (GPU kernels, FMA)."""
+    if not _has_tensorrt():
+        pytest.skip("TensorRT is not installed")
+    from cyclegan_deploy.backends import load_backend
+    from cyclegan_deploy.export.validate import ort_session
+    from cyclegan_deploy.frames import to_model, to_uint8
+
+    _, meta = tiny_resnet
+    plan = tmp_path / "g_AtoB.plan"
+    build_engine(tiny_onnx, plan, derive_profile(meta), BuildOptions(workspace_gb=1, io="uint8"))
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 80, 3), dtype=np.uint8)
+    session = ort_session(tiny_onnx)
+    host = to_uint8(session.run(None, {session.get_inputs()[0].name: to_model(frames)})[0]).transpose(0, 2, 3, 1)
+    with load_backend(plan, backend="tensorrt", device="cuda") as backend:
+        assert backend.uint8_io
+        out, finite = backend.run_uint8(frames)
+    assert finite and np.abs(out.astype(int) - host.astype(int)).max() <= 1
+
+
 # ---- build_engine against a TensorRT stand-in (TensorRT cannot be installed here) -----------------------------
 
 @pytest.fixture
@@ -292,3 +315,35 @@ def test_gpu_benchmark_profile_is_per_dimension():
     assert shapes([(1080, 1920), (256, 256), (720, 1280)], 4, 4) == ("1x256x256", "1x720x1280", "4x1080x1920")
     assert shapes([(47, 63)], 4, 1) == ("1x48x64", "1x48x64", "1x48x64")  # padded to the multiple
     derive_profile(meta, *shapes([(1080, 1920), (1920, 1080), (256, 256)], 4, 4))  # no min <= opt <= max error
+
+
+def test_uint8_io_engine_is_built_from_the_wrapped_graph(tiny_onnx, tmp_path, stand_in):
+    """--engine-io uint8: TensorRT parses the uint8-I/O wrapper of the graph (made in memory, export/uint8_io.py),
+    the profile goes to TensorRT as NHWC frames, and the sidecar records the I/O; trtexec can only build the
+    float32-I/O engine, and its printed command says so."""
+    import onnx
+
+    calls = stand_in(outputs=2, input_name="frames")
+    plan = tmp_path / "g_AtoB.plan"
+    profile = derive_profile(ModelMeta(train_size=64))
+    sidecar = build_engine(tiny_onnx, plan, profile, BuildOptions(workspace_gb=1, io="uint8"))
+    (parsed,) = [c for c in calls if c[0] == "parse_bytes"]
+    assert parsed[1] == str(tiny_onnx) and not [c for c in calls if c[0] == "parse"]
+    graph = onnx.load_from_string(parsed[2]).graph
+    assert [(i.name, i.type.tensor_type.elem_type) for i in graph.input] == [("frames", onnx.TensorProto.UINT8)]
+    assert [o.name for o in graph.output] == ["frames_out", "nonfinite"]
+    assert ("set_shape", "frames", [1, 16, 16, 3], [4, 1080, 1920, 3], [4, 1920, 1920, 3]) in calls
+    assert sidecar.extra["io"] == "uint8" and read_sidecar(plan).extra["io"] == "uint8"
+    assert Profile.from_dict(sidecar.profile) == profile  # recorded in the model's NCHW terms
+    cmd = trtexec_command(tiny_onnx, plan, profile, BuildOptions(io="uint8"))
+    assert "float32 I/O: --engine-io uint8 needs `cgdeploy export --engine`" in cmd
+    with pytest.raises(ConfigError, match="--engine-io 'u8': choose one of float32, uint8"):
+        BuildOptions(io="u8")
+
+
+def test_a_float_graph_parsed_where_uint8_io_was_asked_is_refused(tiny_onnx, tmp_path, stand_in):
+    calls = stand_in()  # the network comes back with the float graph's single input/output
+    plan = tmp_path / "g_AtoB.plan"
+    with pytest.raises(ExportError, match=r"one input named 'frames' and two outputs \(uint8 I/O\)"):
+        build_engine(tiny_onnx, plan, derive_profile(ModelMeta(train_size=64)), BuildOptions(io="uint8"))
+    assert ("build",) not in calls and not plan.exists()

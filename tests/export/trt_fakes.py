@@ -9,9 +9,10 @@ from typing import Any
 
 
 def fake_tensorrt(calls: list[tuple[Any, ...]], *, outputs: int = 1, profile_index: int = 0,
-                  set_shape_error: str | None = None) -> types.ModuleType:
-    """Records ("create_network", flags), ("parser_flag", flag), ("parse", path), ("set_shape", name, lo, opt,
-    hi), ("add_optimization_profile",), ("build",) and (name, args) for any other builder-config call."""
+                  set_shape_error: str | None = None, input_name: str = "input") -> types.ModuleType:
+    """Records ("create_network", flags), ("parser_flag", flag), ("parse", path), ("parse_bytes", path, model
+    bytes), ("set_shape", name, lo, opt, hi), ("add_optimization_profile",), ("build",) and (name, args) for any
+    other builder-config call."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.13.3.9"  # type: ignore[attr-defined]
 
@@ -26,7 +27,7 @@ def fake_tensorrt(calls: list[tuple[Any, ...]], *, outputs: int = 1, profile_ind
         num_inputs, num_outputs = 1, outputs
 
         def get_input(self, i: int) -> types.SimpleNamespace:
-            return types.SimpleNamespace(name="input")
+            return types.SimpleNamespace(name=input_name)
 
     class OptimizationProfile:
         def set_shape(self, name: str, lo: list[int], opt: list[int], hi: list[int]) -> None:
@@ -73,6 +74,10 @@ def fake_tensorrt(calls: list[tuple[Any, ...]], *, outputs: int = 1, profile_ind
 
         def parse_from_file(self, path: str) -> bool:
             calls.append(("parse", path))
+            return True
+
+        def parse(self, model: bytes, path: str | None = None) -> bool:
+            calls.append(("parse_bytes", path, model))
             return True
 
     trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser  # type: ignore[attr-defined]

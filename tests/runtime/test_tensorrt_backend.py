@@ -24,7 +24,7 @@ H100 = ("NVIDIA H100 80GB HBM3", "9.0")
 
 
 def _fake_engine(tmp_path: Path, trt_version: str = "10.13.0.35", gpu: str = H100[0], cc: str = H100[1],
-                 precision: str = "fp32") -> Path:
+                 precision: str = "fp32", io: str = "float32") -> Path:
     """A .plan that is not an engine, with a real sidecar (export's format) saying where it was built."""
     from cyclegan_deploy.artifacts import sidecar_path
     from cyclegan_deploy.engine_sidecar import EngineSidecar, write_sidecar
@@ -35,7 +35,7 @@ def _fake_engine(tmp_path: Path, trt_version: str = "10.13.0.35", gpu: str = H10
     profile = {"input_name": "input", "min": [1, 3, 32, 32], "opt": [1, 3, 64, 64], "max": [2, 3, 128, 128]}
     write_sidecar(sidecar_path(plan), EngineSidecar(
         tensorrt_version=trt_version, gpu_name=gpu, compute_capability=cc, profile=profile, precision=precision,
-        source_onnx="g_AtoB.onnx", source_onnx_sha256="0" * 64, model_card=card))
+        source_onnx="g_AtoB.onnx", source_onnx_sha256="0" * 64, model_card=card, extra={"io": io}))
     return plan
 
 
@@ -154,15 +154,18 @@ class _FakeCuda:
 
 
 def _fake_tensorrt(cuda: _FakeCuda) -> types.ModuleType:
-    """Just the TensorRT surface the backend uses; the 'engine' computes tanh(x) from device memory."""
+    """Just the TensorRT surface the backend uses; the 'engine' computes tanh(x) from device memory. A plan
+    whose bytes say `uint8` is a uint8-I/O engine (export/uint8_io.py's tensors): frames_out = 255 - frames,
+    and `nonfinite` is 1 for the frames whose first byte is 7 (a model that overflowed on them)."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.13.0.35"  # type: ignore[attr-defined]
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity: None})  # type: ignore[attr-defined]
     trt.TensorIOMode = types.SimpleNamespace(INPUT=1, OUTPUT=2)  # type: ignore[attr-defined]
-    trt.nptype = lambda dtype: np.float32  # type: ignore[attr-defined]
+    trt.nptype = lambda dtype: dtype  # type: ignore[attr-defined]  # the stand-in's dtypes are numpy's
 
     class Context:
-        def __init__(self) -> None:
+        def __init__(self, uint8: bool = False) -> None:
+            self.uint8 = uint8
             self.shape: tuple[int, ...] = ()
             self.addr: dict[str, int] = {}
             self.streams: list[Any] = []
@@ -172,7 +175,7 @@ def _fake_tensorrt(cuda: _FakeCuda) -> types.ModuleType:
             return True
 
         def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return self.shape
+            return self.shape[:1] if name == "nonfinite" else self.shape
 
         def set_tensor_address(self, name: str, addr: int) -> bool:
             self.addr[name] = addr
@@ -182,6 +185,14 @@ def _fake_tensorrt(cuda: _FakeCuda) -> types.ModuleType:
             assert type(stream_handle) is int  # the binding takes the handle's address, as an int
             self.streams.append(stream_handle)
             cuda.exec_devices.append(cuda.current_device())
+            if self.uint8:
+                n = int(np.prod(self.shape))
+                x = np.frombuffer(bytes(cuda.device[self.addr["frames"]][:n]), np.uint8)
+                cuda.device[self.addr["frames_out"]][:n] = (255 - x).tobytes()
+                flags = (x.reshape(self.shape[0], -1)[:, 0] == 7).astype(np.float32)
+                cuda.device[self.addr["nonfinite"]][:4 * len(flags)] = flags.tobytes()
+                cuda.clock_ms += cuda.exec_ms
+                return True
             n = int(np.prod(self.shape)) * 4
             x = np.frombuffer(bytes(cuda.device[self.addr["input"]][:n]), np.float32)
             cuda.device[self.addr["output"]][:n] = np.tanh(x).tobytes()
@@ -189,29 +200,33 @@ def _fake_tensorrt(cuda: _FakeCuda) -> types.ModuleType:
             return True
 
     class Engine:
-        num_io_tensors = 2
+        def __init__(self, uint8: bool) -> None:
+            self.uint8 = uint8
+            self.names = ("frames", "frames_out", "nonfinite") if uint8 else ("input", "output")
+            self.num_io_tensors = len(self.names)
 
         def get_tensor_name(self, i: int) -> str:
-            return ("input", "output")[i]
+            return self.names[i]
 
         def get_tensor_mode(self, name: str) -> int:
-            return 1 if name == "input" else 2
+            return 1 if name in ("input", "frames") else 2
 
-        def get_tensor_dtype(self, name: str) -> str:
-            return "float"
+        def get_tensor_dtype(self, name: str) -> Any:
+            return np.uint8 if name.startswith("frames") else np.float32
 
         def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
-            return [(1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128)]
+            nchw = [(1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128)]
+            return [(n, h, w, c) for n, c, h, w in nchw] if self.uint8 else nchw
 
         def create_execution_context(self) -> Context:
-            return Context()
+            return Context(self.uint8)
 
     class Runtime:
         def __init__(self, logger: Any) -> None:
             pass
 
         def deserialize_cuda_engine(self, data: bytes) -> Engine:
-            return Engine()
+            return Engine(uint8=data == b"uint8")
 
     trt.Runtime = Runtime  # type: ignore[attr-defined]
     return trt
@@ -421,3 +436,55 @@ def test_finalizer_never_raises(tmp_path, cuda, monkeypatch) -> None:
     del backend
     gc.collect()
     assert not unraisable
+
+
+def _uint8_engine(tmp_path: Path) -> Path:
+    plan = _fake_engine(tmp_path, io="uint8")
+    plan.write_bytes(b"uint8")  # the stand-in runtime deserializes it as a uint8-I/O engine
+    return plan
+
+
+def test_uint8_engine_takes_and_gives_frames(tmp_path, cuda) -> None:
+    """An engine built with --engine-io uint8: uint8 NHWC in, uint8 NHWC + per-frame flags out, the profile
+    read back in NCHW terms, a quarter of the float32 bytes copied each way."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 36, 44, 3), dtype=np.uint8)
+    frames[:, 0, 0, 0] = 8
+    with load_backend(_uint8_engine(tmp_path)) as backend:
+        assert backend.uint8_io and backend.input_name == "frames"
+        assert backend.profile.min == (1, 3, 32, 32) and backend.profile.max == (2, 3, 128, 128)
+        out, finite = backend.run_uint8(frames)
+        assert out.dtype == np.uint8 and finite is True
+        np.testing.assert_array_equal(out, 255 - frames)
+        assert sorted(len(b) for b in cuda.device.values()) == [2 * 4, frames.nbytes, frames.nbytes]
+        assert backend.device_ms == cuda.exec_ms
+        frames[1, 0, 0, 0] = 7  # the stand-in engine flags this frame as non-finite
+        assert backend.run_uint8(frames)[1] is False
+        with pytest.raises(ShapeError, match=r"3x3x32x32.*outside the engine's optimization profile"):
+            backend.run_uint8(np.zeros((3, 32, 32, 3), np.uint8))  # the batch is checked in NCHW terms
+        with pytest.raises(ShapeError, match="expected uint8 frames"):
+            backend.run_uint8(frames.astype(np.float32))
+        with pytest.raises(ShapeError, match="not multiples of 4"):
+            backend.run_uint8(np.zeros((1, 34, 32, 3), np.uint8))
+    assert not cuda.device and not cuda.host and not cuda.streams and not cuda.double_frees
+
+
+def test_uint8_engine_serves_the_float_contract_exactly_for_frames(tmp_path, cuda) -> None:
+    """bench, translate and the export gate call backends with float32 batches made from uint8 frames: those
+    round to the same frames, and the uint8 output comes back in the card's range; flagged frames are NaN."""
+    from cyclegan_deploy.frames import to_model
+
+    frames = np.random.default_rng(1).integers(0, 256, (2, 32, 40, 3), dtype=np.uint8)
+    frames[:, 0, 0, 0] = 9
+    with load_backend(_uint8_engine(tmp_path)) as backend:
+        y = backend(to_model(frames))
+        np.testing.assert_array_equal(y, to_model(255 - frames))
+        frames[0, 0, 0, 0] = 7
+        y = backend(to_model(frames))
+        assert np.isnan(y[0]).all() and np.isfinite(y[1]).all()
+
+
+def test_float_engine_refuses_uint8_frames_with_the_fix(tmp_path, cuda) -> None:
+    with load_backend(_fake_engine(tmp_path)) as backend:
+        assert not backend.uint8_io
+        with pytest.raises(ConfigError, match="--engine-io uint8"):
+            backend.run_uint8(np.zeros((1, 32, 32, 3), np.uint8))

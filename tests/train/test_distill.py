@@ -323,6 +323,23 @@ def test_gan_real_picks_what_the_discriminator_sees_as_real(
     assert not torch.equal(distiller.teacher(x).detach(), b)  # the two choices really differ
 
 
+def test_without_the_gan_term_the_discriminator_is_neither_run_nor_trained(
+        synth: Path, teacher_run: Path, tmp_path: Path) -> None:
+    opts = {k: v for k, v in STUDENT.items() if k not in ("samples", "save_every")}
+    cfg = distill_config(teacher_run, tmp_path / "run", synth, lambda_gan=0.0, crop_size=32, load_size=32, **opts)
+    distiller = Distiller(cfg, torch.device("cpu"))
+    calls: list[int] = []
+    distiller.nets["D"].register_forward_pre_hook(lambda _m, _a: calls.append(1))
+    d_before = {k: v.clone() for k, v in distiller.nets["D"].state_dict().items()}
+    g_before = {k: v.clone() for k, v in distiller.nets["G"].state_dict().items()}
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    losses = distiller.optimize({"A": x})
+    assert calls == [] and losses["G_GAN"] == losses["D_real"] == losses["D_fake"] == 0.0
+    assert losses["G_distill"] > 0
+    assert all(torch.equal(v, distiller.nets["D"].state_dict()[k]) for k, v in d_before.items())
+    assert any(not torch.equal(v, distiller.nets["G"].state_dict()[k]) for k, v in g_before.items())
+
+
 def test_unknown_gan_real_is_a_usage_error(teacher_run: Path, synth: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "distill", teacher_run, "-o", tmp_path / "s", "--data", synth, "--gan-real", "real")
