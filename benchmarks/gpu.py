@@ -13,7 +13,9 @@ CUDA fp32 / fp16 graph, ONNX Runtime TensorRT EP (fp16 graph), TensorRT engine; 
 of every case vs torch fp32 on the CPU (no TF32) on the same frame; speedups vs torch CUDA fp32 eager. Then
 the video path end to end (--video-backend, default torch-cuda-fp16-graphs: uint8 frames in and out,
 normalisation and rounding on the GPU) on a generated clip at the largest size, against that backend's
-inference-only fps in the same run. What cannot run here is reported "unavailable: <why>", never dropped.
+inference-only fps in the same run; then the same with `copy_overlap=true` (uploads and downloads on their own
+CUDA streams, backends/overlap.py) into OUT_DIR/video_copy_overlap/, to decide whether it should be the
+default. What cannot run here is reported "unavailable: <why>", never dropped.
 """
 
 from __future__ import annotations
@@ -159,6 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         elif engine is not None and sidecar_path(engine).is_file():
             shutil.copy2(sidecar_path(engine), args.out / "engine.plan.json")
         print_table(results)
+        if clip is not None and args.video_backend.startswith("torch-cuda"):
+            overlap = f"{args.video_backend}:copy_overlap=true"
+            sub = BenchConfig(out_dir=args.out / "video_copy_overlap", specs=[overlap], sizes=[(vh, vw)],
+                              batches=batches[:1], checkpoint=paths["checkpoint"], reference="torch",
+                              baseline=overlap, repeats=cfg.repeats, warmup=cfg.warmup, max_seconds=cfg.max_seconds,
+                              notes=notes + ["copy/compute overlap on the video path"], video=clip,
+                              video_backend=overlap)
+            (args.out / "video_copy_overlap").mkdir(exist_ok=True)
+            write_outputs(run_bench(sub), args.out / "video_copy_overlap")
         ok = sum(r["status"] == "ok" for r in results["cases"])
         print(f"{ok}/{len(results['cases'])} cases ran; wrote {args.out}/results.md, results.json, results.csv, "
               f"environment.json{', latency.png' if 'latency.png' in written else ' (no latency.png: see notes)'}")

@@ -55,6 +55,16 @@ class Backend:
         for batch in batches:
             yield self(batch)
 
+    def run_uint8(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+        """uint8_io backends: (N, H, W, C) uint8 frames padded to the multiple -> ((N, sH, sW, C) uint8, whether
+        every output value was finite)."""
+        raise NotImplementedError(f"{self.name} takes float32 batches only (uint8_io is False)")
+
+    def run_uint8_many(self, batches: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:
+        """run_uint8 over `batches`, in order; a backend that can overlap copies with compute overrides it."""
+        for rgb in batches:
+            yield self.run_uint8(rgb)
+
     def close(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -10,7 +10,8 @@ CUDA: cuDNN picks its fastest algorithms per input shape (cudnn.benchmark; video
 set explicitly, off unless asked (`tf32` option), so "fp32" means FP32 as it does for the TensorRT FP32 engines;
 `tf32` records it (None on CPU). Both are process-wide torch switches, so they are set again before each call.
 `cuda_graphs` captures one CUDA graph per input shape (after warm-up calls, so cuDNN's search is done) with
-static device buffers and pinned host buffers, and replays it: one launch per batch instead of one per layer.
+static device buffers and pinned host buffers, and replays it: one launch per batch instead of one per layer
+(cuda_graphs.py).
 
 uint8 in and out (`run_uint8`, used by `video` when `uint8_io`): frames go to the device as uint8 (a quarter
 of the float32 bytes), are normalised there, and come back as uint8 after the output's scaling, clipping and
@@ -22,8 +23,7 @@ faster there); `device_io=True` on CPU runs the same code (tests compare it with
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,9 @@ from typing import Any
 import numpy as np
 
 from cyclegan_deploy.backends.base import UNAVAILABLE, Backend, BackendOptions, check_frames, try_import
+from cyclegan_deploy.backends.cuda_graphs import GraphCache
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError
 from cyclegan_deploy.metadata import canonical_precision
-
-GRAPH_SHAPES = 4  # captured graphs (and their buffers) kept: a video uses one shape, bench a few
-GRAPH_WARMUP = 3  # eager calls on a side stream before capture (cuDNN's algorithm search, lazy inits)
 
 
 @dataclass
@@ -47,21 +45,13 @@ class TorchOptions(BackendOptions):
     tf32: bool = False  # CUDA: TF32 convolutions/matmuls for fp32 (faster, 10-bit mantissa inputs); off = true FP32
     cuda_graphs: bool = False  # CUDA: one captured graph per input shape, replayed
     device_io: bool | None = None  # uint8 frames in/out, pre/post-processing on the device; None: on for CUDA
+    copy_overlap: bool = False  # CUDA uint8 batches (video): uploads/downloads on their own streams (overlap.py)
     # overrides of what load_generator infers from the checkpoint (see `cgdeploy export --help`)
     direction: str | None = None
     arch: str | None = None
     ngf: int | None = None
     norm: str | None = None
     dropout: bool | None = None
-
-
-@dataclass
-class _Captured:
-    graph: Any  # torch.cuda.CUDAGraph
-    inputs: Any  # static device input the graph reads
-    outputs: tuple[Any, ...]  # static device outputs it writes
-    host_in: Any  # pinned host staging buffers
-    host_out: tuple[Any, ...]
 
 
 class TorchBackend(Backend):
@@ -89,7 +79,8 @@ class TorchBackend(Backend):
             raise BackendUnavailableError("fp16 runs on CUDA only; on CPU use --precision bf16 or fp32")
         if self.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
             raise BackendUnavailableError(f"{torch.cuda.get_device_name()} has no bf16 support; use --precision fp16")
-        for flag, value in (("tf32", opts.tf32), ("cuda_graphs", opts.cuda_graphs)):
+        cuda_only = (("tf32", opts.tf32), ("cuda_graphs", opts.cuda_graphs), ("copy_overlap", opts.copy_overlap))
+        for flag, value in cuda_only:
             if value and device != "cuda":
                 raise ConfigError(f"{flag} applies to CUDA only (this backend runs on {device})")
         if opts.compile_mode and not opts.compile:
@@ -120,11 +111,15 @@ class TorchBackend(Backend):
         self.model: Any = torch.compile(model, **compile_args) if opts.compile else model
         self.cuda_graphs = opts.cuda_graphs
         self.uint8_io = device == "cuda" if opts.device_io is None else bool(opts.device_io)
-        self._graphs: OrderedDict[tuple[str, tuple[int, ...]], _Captured] = OrderedDict()
+        if opts.copy_overlap and not self.uint8_io:
+            raise ConfigError("copy_overlap overlaps uint8 frame copies: it needs device_io (on by default on CUDA)")
+        self.copy_overlap = opts.copy_overlap
+        self._graphs = GraphCache(torch, device)
         self._event_pair: tuple[Any, ...] | None = None  # CUDA start/end events, made on first use
         parts = ["torch", device] + ([self.precision] if self.precision != "fp32" else [])
         parts += (["compile"] if opts.compile else []) + (["cl"] if opts.channels_last else [])
         parts += (["tf32"] if self.tf32 else []) + (["graphs"] if self.cuda_graphs else [])
+        parts += ["overlap"] if self.copy_overlap else []
         self.name = "-".join(parts)
 
     def _cuda_flags(self) -> None:
@@ -189,6 +184,37 @@ class TorchBackend(Backend):
         out, finite = self._call("uint8", check_frames(rgb, self.meta, self.name), self._uint8_forward)
         return out, bool(finite)
 
+    def run_uint8_many(self, batches: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:
+        """run_uint8 over `batches`; with copy_overlap, batch k+1's upload and k-1's download overlap batch k's
+        model on their own CUDA streams (overlap.py; device_ms is not measured there)."""
+        if not self.copy_overlap:
+            yield from super().run_uint8_many(batches)
+            return
+        from cyclegan_deploy.backends.overlap import CudaStreams, overlapped
+
+        torch, scale, c_out = self._torch, self.meta.scale, self.meta.output_nc
+        self._cuda_flags()
+
+        def checked() -> Iterator[np.ndarray]:
+            for rgb in batches:
+                rgb = check_frames(rgb, self.meta, self.name)
+                if self.cuda_graphs:  # captured here, between batches, never inside a stream's queued work
+                    self._graphs.get("uint8", rgb, self._uint8_forward)
+                yield rgb
+
+        yield from overlapped(CudaStreams(torch), checked(), self._overlap_forward,
+                              lambda s: (s[0], scale * s[1], scale * s[2], c_out), torch.uint8, torch.bool)
+
+    def _overlap_forward(self, x: Any) -> tuple[Any, Any]:
+        """_uint8_forward, or with cuda_graphs the graph captured for x's shape (replayed on x's data)."""
+        with self._torch.inference_mode():  # inside the queued work: never held across the generator's yields
+            if not self.cuda_graphs:
+                return self._uint8_forward(x)
+            captured = self._graphs[("uint8", tuple(x.shape))]
+            captured.inputs.copy_(x)
+            captured.graph.replay()
+            return captured.outputs  # type: ignore[return-value]
+
     # -- CUDA events: device time of the model (bench's device_ms) ------------------------------------------
     @contextlib.contextmanager
     def _events(self) -> Any:
@@ -215,7 +241,7 @@ class TorchBackend(Backend):
         outputs back (into pinned buffers, then the caller's own arrays)."""
         torch = self._torch
         self._cuda_flags()
-        captured = self._graph(kind, host, fn)
+        captured = self._graphs.get(kind, host, fn)
         captured.host_in.copy_(torch.from_numpy(host))
         captured.inputs.copy_(captured.host_in, non_blocking=True)
         with self._events():
@@ -225,30 +251,6 @@ class TorchBackend(Backend):
         torch.cuda.current_stream().synchronize()
         self._read_events()
         return tuple(np.array(h.numpy()) for h in captured.host_out)  # copies: the buffers are reused
-
-    def _graph(self, kind: str, host: np.ndarray, fn: Callable[[Any], tuple[Any, ...]]) -> _Captured:
-        key = (kind, tuple(host.shape))
-        if (hit := self._graphs.get(key)) is not None:
-            self._graphs.move_to_end(key)
-            return hit
-        torch = self._torch
-        static = torch.from_numpy(host).to(self.device)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad(), torch.cuda.stream(side):
-            for _ in range(GRAPH_WARMUP):
-                fn(static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the capture runs in video's inference thread; other threads' CUDA calls are not its error
-        with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            outputs = fn(static)
-        captured = _Captured(graph, static, outputs, torch.empty_like(static, device="cpu").pin_memory(),
-                             tuple(torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in outputs))
-        self._graphs[key] = captured
-        while len(self._graphs) > GRAPH_SHAPES:
-            self._graphs.popitem(last=False)
-        return captured
 
     def close(self) -> None:
         self.model = None

@@ -296,11 +296,10 @@ class _Job:
 
 
 class _Uint8Calls:
-    """ordered_outputs' view of a uint8-I/O backend: run_many over run_uint8 (one batch at a time)."""
+    """ordered_outputs' view of a uint8-I/O backend: run_many over its run_uint8_many."""
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
 
     def run_many(self, batches: Iterator[np.ndarray], inflight: int | None = None) -> Iterator[tuple[np.ndarray, bool]]:
-        for x in batches:
-            yield self.backend.run_uint8(x)
+        return self.backend.run_uint8_many(batches)  # torch CUDA with copy_overlap: uploads/downloads overlap

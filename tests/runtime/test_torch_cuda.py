@@ -255,7 +255,7 @@ def test_cuda_graphs_capture_once_per_shape_and_replay(cuda_stand_in) -> None:
     """Per shape: warm-up calls on a side stream, one capture, then each call copies into the static input
     through a pinned buffer, replays and copies the output back through another (non-blocking, one
     synchronize). New values of the same shape give their own results; the oldest shape is evicted."""
-    from cyclegan_deploy.backends import torch as torch_backend
+    from cyclegan_deploy.backends import cuda_graphs as torch_backend
 
     torch, calls, path = cuda_stand_in
     backend = TorchBackend(path, device="cuda", options={"cuda_graphs": True})

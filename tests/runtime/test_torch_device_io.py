@@ -161,3 +161,22 @@ def test_cuda_uint8_path_matches_the_cpu_host_path(tiny_generator_file: Path) ->
     cpu = TorchBackend(tiny_generator_file, device="cpu")
     got, finite = TorchBackend(tiny_generator_file, device="cuda").run_uint8(rgb)
     assert finite and int(np.abs(got.astype(int) - host_path(cpu, rgb)).max()) <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graphs", [False, True])
+def test_cuda_copy_overlap_gives_what_one_batch_at_a_time_gives(tiny_generator_file: Path, graphs: bool) -> None:
+    """copy_overlap on real CUDA streams: the same frames as run_uint8 batch by batch, a partial last batch and
+    a size change included (the stream logic itself is checked under a simulator in test_overlap.py)."""
+    _cuda()
+    rng = np.random.default_rng(5)
+    shapes = [(2, 64, 96, 3)] * 5 + [(1, 64, 96, 3), (2, 32, 32, 3)]
+    batches = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
+    plain = TorchBackend(tiny_generator_file, device="cuda", options={"cuda_graphs": graphs})
+    overlap = TorchBackend(tiny_generator_file, device="cuda", options={"cuda_graphs": graphs, "copy_overlap": True})
+    assert overlap.name.endswith("-overlap")
+    got = list(overlap.run_uint8_many(iter(batches)))
+    assert len(got) == len(batches)
+    for (out, finite), rgb in zip(got, batches, strict=True):
+        want, want_finite = plain.run_uint8(rgb)
+        assert finite == want_finite and np.array_equal(out, want)
