@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cyclegan_deploy import artifacts
-from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, ParityError
+from cyclegan_deploy.errors import ConfigError, ParityError
 from cyclegan_deploy.metadata import OPENVINO_NAMES, ModelMeta, canonical_precision
 from cyclegan_deploy.outputs import check_writable, locked, refuse_existing
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from cyclegan_deploy.engine_sidecar import Profile
     from cyclegan_deploy.export.precision import SafetyReport
     from cyclegan_deploy.export.triton import TritonOptions
     from cyclegan_deploy.export.validate import ParityReport
@@ -174,7 +173,9 @@ def _run_export(opts: ExportOptions, echo: Callable[[str], None]) -> ExportResul
             meta.direction = direction
         echo(f"loaded {meta.source}: {meta.arch} ngf {meta.ngf} norm {meta.norm} {meta.direction} ({meta.model})")
         loaded.append((model, meta))
-    missing_tensorrt = _check_engine_options(opts, [meta for _, meta in loaded], echo) if opts.engine else None
+    from cyclegan_deploy.export.engines import build_engines, check_engine_options
+
+    missing_tensorrt = check_engine_options(opts, [meta for _, meta in loaded], echo) if opts.engine else None
     for _, meta in loaded:
         for path in planned_outputs(opts, meta.direction):
             refuse_existing(path, opts.force)
@@ -185,7 +186,7 @@ def _run_export(opts: ExportOptions, echo: Callable[[str], None]) -> ExportResul
     result = ExportResult()
     built = [(model, meta, _export_direction(model, meta, opts, result, echo)) for model, meta in loaded]
     if opts.engine:
-        _build_engines(built, opts, result, echo, missing_tensorrt)
+        build_engines(built, opts, result, echo, missing_tensorrt)
     if opts.triton is not None:  # last: it serves the final, gated artifacts
         from cyclegan_deploy.export.triton import write_repository
 
@@ -194,30 +195,7 @@ def _run_export(opts: ExportOptions, echo: Callable[[str], None]) -> ExportResul
     return result
 
 
-def _check_engine_options(opts: ExportOptions, metas: list[ModelMeta], echo: Callable[[str], None]) -> str | None:
-    """Refuse bad or absurd --min/--opt/--max-shape before minutes of export work; say up front when TensorRT
-    is missing here (the ONNX artifacts are still written). Returns why TensorRT is unavailable, or None."""
-    from cyclegan_deploy.export.tensorrt import check_profile_memory, derive_profile, tensorrt_unavailable
-
-    gpu_bytes = _gpu_memory()
-    for meta in metas:
-        profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
-        check_profile_memory(meta, profile, opts.workspace_gb, gpu_bytes, "fp16" if opts.fp16 else "fp32")
-    missing = tensorrt_unavailable()
-    if missing:
-        echo(f"note: {missing}, so no engine can be built here: writing the ONNX artifacts only; the trtexec "
-             "command that builds each engine on a GPU machine is printed at the end")
-    return missing
-
-
-def _gpu_memory() -> int | None:
-    """Total memory of the GPU an engine would be built on (torch's view), None without a CUDA GPU."""
-    import torch
-
-    return int(torch.cuda.get_device_properties(0).total_memory) if torch.cuda.is_available() else None
-
-
-def _gate(run: Callable[[], ParityReport], artifact: Path, result: ExportResult) -> None:
+def gate(run: Callable[[], ParityReport], artifact: Path, result: ExportResult) -> None:
     """Run a parity gate; a failed artifact is renamed out of the way so nothing downstream picks it up."""
     try:
         result.parity.append(run())
@@ -242,7 +220,7 @@ def _export_direction(model: nn.Module, meta: ModelMeta, opts: ExportOptions, re
     result.files.append(onnx_path)
     result.metas.append(meta)
     if opts.validate:
-        _gate(lambda: validate_onnx(model, meta, onnx_path, echo=False), onnx_path, result)
+        gate(lambda: validate_onnx(model, meta, onnx_path, echo=False), onnx_path, result)
         echo(result.parity[-1].summary())
     source = onnx_path
     if opts.fp16:
@@ -271,7 +249,7 @@ def _export_fp16(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: Expor
     result.files.append(safety_path)
     echo(report.verdict)
     if opts.validate:
-        _gate(lambda: validate_onnx(model, meta, fp16_path, echo=False), fp16_path, result)
+        gate(lambda: validate_onnx(model, meta, fp16_path, echo=False), fp16_path, result)
         echo(result.parity[-1].summary() + " [ORT CPU runs FP16 convs in FP32: weight rounding only]")
     return fp16_path
 
@@ -289,7 +267,7 @@ def _export_int8(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: Expor
     echo(f"wrote {path} (QDQ: {q.quantized_convs} convolutions int8; float: InstanceNormalization, the output "
          f"conv, guard-kept: {kept}; {q.psnr_db:.2f} dB vs fp32 on the held-out images, {q.runtime})")
     if opts.validate:
-        _gate(lambda: _int8_gate(model, meta, path, calibration.holdout, opts.int8_min_psnr), path, result)
+        gate(lambda: _int8_gate(model, meta, path, calibration.holdout, opts.int8_min_psnr), path, result)
         echo(result.parity[-1].summary())
     return path
 
@@ -325,68 +303,10 @@ def _export_openvino(model: nn.Module, meta: ModelMeta, onnx_path: Path, opts: E
     note = f"OpenVINO CPU at INFERENCE_PRECISION_HINT={measured}"
     if measured != opts.ov_precision:
         note += f" ({opts.ov_precision} is not supported on this CPU; measured f32)"
-    _gate(lambda: validate_candidate(model, meta, openvino_runner(xml, measured), artifact=xml,
+    gate(lambda: validate_candidate(model, meta, openvino_runner(xml, measured), artifact=xml,
                                      candidate=f"openvino-{measured}", note=note, echo=False,
                                      precision=canonical_precision(measured)), xml, result)
     echo(result.parity[-1].summary())
-
-
-def _build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportOptions, result: ExportResult,
-                   echo: Callable[[str], None], missing_tensorrt: str | None = None) -> None:
-    from cyclegan_deploy.export.tensorrt import (
-        BuildOptions,
-        build_engine,
-        check_engine_source,
-        derive_profile,
-        trtexec_command,
-    )
-
-    options = BuildOptions(workspace_gb=opts.workspace_gb, opt_level=opts.opt_level, io=opts.engine_io,
-                           timing_cache=opts.timing_cache or opts.out_dir / "tensorrt.timing.cache")
-    for _, _, source in built:
-        check_engine_source(source)
-    if missing_tensorrt:
-        for _, meta, source in built:
-            profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
-            plan = artifacts.engine_path(opts.out_dir, meta.direction)
-            echo(f"to build {plan.name} on a machine with TensorRT: {trtexec_command(source, plan, profile, options)}")
-        raise BackendUnavailableError(
-            f"{missing_tensorrt}; the ONNX artifacts were written ({opts.out_dir}); build the engine(s) on a machine "
-            "with TensorRT and an NVIDIA GPU via `cgdeploy export CHECKPOINT -o DIR --engine` or the trtexec "
-            "command(s) printed above")
-    for model, meta, source in built:
-        profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
-        plan = artifacts.engine_path(opts.out_dir, meta.direction)
-        sidecar = build_engine(source, plan, profile, options)
-        result.files += [plan, artifacts.sidecar_path(plan)]
-        echo(f"wrote {plan} (TensorRT {sidecar.tensorrt_version}, {sidecar.gpu_name} sm {sidecar.compute_capability},"
-             f" {sidecar.precision}, profile min {profile.min} opt {profile.opt} max {profile.max})")
-        if opts.validate:
-            _gate_engine(model, meta, plan, sidecar.precision, profile, result, result.holdout.get(meta.direction),
-                         uint8_io=opts.engine_io == "uint8")
-            echo(result.parity[-1].summary())
-
-
-def _gate_engine(model: nn.Module, meta: ModelMeta, plan: Path, precision: str, profile: Profile,
-                 result: ExportResult, images: list[Any] | None = None, uint8_io: bool = False) -> None:
-    """Engine parity through the runtime's TensorRT backend, at the profile's opt and min sizes (an INT8
-    engine: on the held-out calibration images, as its graph's gate). A uint8-I/O engine's outputs are uint8:
-    its FP32 tolerance grows by half an output level (rounding) on top of the GPU's 1e-3."""
-    from cyclegan_deploy.backends import load_backend
-    from cyclegan_deploy.export.validate import validate_candidate
-
-    sizes = [(profile.opt[2], profile.opt[3]), (profile.min[2], profile.min[3])]
-    batch = max(profile.min[0], min(2, profile.max[0]))
-    min_psnr = result.int8_min_psnr if precision == "int8" else None
-    lo, hi = meta.output_range
-    level = 0.5 * (float(hi) - float(lo)) / 255.0 if uint8_io else 0.0
-    with load_backend(plan, backend="tensorrt", device="cuda") as backend:
-        # GPU FP32 kernels differ from CPU ones (TF32 is off): 1e-3 abs is an unmeasured starting point
-        _gate(lambda: validate_candidate(model, meta, backend, artifact=plan, candidate="tensorrt", echo=False,
-                                         precision=precision, max_abs=1e-3 + level if precision == "fp32" else None,
-                                         min_psnr=min_psnr, sizes=sizes, batch=batch, images=images,
-                                         note="TensorRT engine via the runtime backend vs PyTorch FP32 CPU"),
-              plan, result)
 
 
 def make_graphs(source: Path, out_dir: Path, fp16: bool, echo: Callable[[str], None] = print) -> dict[str, Path]:

@@ -109,7 +109,7 @@ def test_directions_of_run_dirs_and_files(tmp_path):
 
 def test_failed_gate_moves_the_artifact_aside(tmp_path):
     from cyclegan_deploy.errors import ParityError
-    from cyclegan_deploy.export.pipeline import ExportResult, _gate
+    from cyclegan_deploy.export.pipeline import ExportResult, gate
 
     artifact = tmp_path / "g_AtoB.fp16.onnx"
     artifact.write_bytes(b"graph")
@@ -118,5 +118,5 @@ def test_failed_gate_moves_the_artifact_aside(tmp_path):
         raise ParityError(f"{artifact}: parity gate failed (PSNR 20.0 dB < 40.0 dB)")
 
     with pytest.raises(ParityError, match=r"moved to g_AtoB\.fp16\.rejected\.onnx"):
-        _gate(failing, artifact, ExportResult())
+        gate(failing, artifact, ExportResult())
     assert not artifact.exists() and (tmp_path / "g_AtoB.fp16.rejected.onnx").read_bytes() == b"graph"

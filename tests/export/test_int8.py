@@ -142,7 +142,7 @@ def test_int8_parity_gate_fails_on_a_corrupted_graph(int8_graph, tiny_resnet, sm
 
     from cyclegan_deploy import artifacts
     from cyclegan_deploy.export.calibration import built_in
-    from cyclegan_deploy.export.pipeline import ExportResult, _gate, _int8_gate
+    from cyclegan_deploy.export.pipeline import ExportResult, gate, _int8_gate
 
     model, _ = tiny_resnet
     path, _ = int8_graph
@@ -158,7 +158,7 @@ def test_int8_parity_gate_fails_on_a_corrupted_graph(int8_graph, tiny_resnet, sm
     good = _int8_gate(model, small_meta, path, holdout, 30.0)  # the untouched graph passes the same gate
     assert good.passed and good.min_psnr_db >= 30.0
     with pytest.raises(ParityError, match="PSNR"):
-        _gate(lambda: _int8_gate(model, small_meta, bad, holdout, 30.0), bad, ExportResult())
+        gate(lambda: _int8_gate(model, small_meta, bad, holdout, 30.0), bad, ExportResult())
     assert not bad.exists() and artifacts.rejected_path(bad).exists()
     report = json.loads(artifacts.parity_path(bad).read_text())
     assert report["passed"] is False and report["precision"] == "int8"
