@@ -142,7 +142,7 @@ def test_int8_parity_gate_fails_on_a_corrupted_graph(int8_graph, tiny_resnet, sm
 
     from cyclegan_deploy import artifacts
     from cyclegan_deploy.export.calibration import built_in
-    from cyclegan_deploy.export.pipeline import ExportResult, gate, _int8_gate
+    from cyclegan_deploy.export.pipeline import ExportResult, _int8_gate, gate
 
     model, _ = tiny_resnet
     path, _ = int8_graph
