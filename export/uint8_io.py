@@ -6,8 +6,9 @@ The wrapped graph, from the generator graph G (input `x`, output `y`, float32 or
     frames uint8 (N, H, W, C) -> Cast float32 -> Transpose NCHW -> * (hi - lo) / 255 [+ lo] -> x -> G -> y
     y -> Cast float32 -> - lo -> * 255 / (hi - lo) -> Clip 0..255 -> Round -> Cast uint8 -> Transpose NHWC
       -> frames_out uint8 (N, sH, sW, C)
-    y -> Cast float32 -> IsNaN(y - y) -> ReduceMax over (C, H, W) -> nonfinite float32 (N,): 1 where a frame
-      has a NaN or an infinity (y - y is NaN exactly there; TensorRT's parser has IsNaN, IsInf only recently)
+    y -> Cast float32 -> IsNaN(y) or |y| == inf -> ReduceMax over (C, H, W) -> nonfinite float32 (N,): 1 where
+      a frame has a NaN or an infinity (TensorRT's parser has IsNaN but IsInf only recently; no `y - y`, which
+      an optimizer might fold to 0)
 
 The constants are frames.normalise_into's and frames.to_uint8's float32 ones, Round is half to even as np.rint,
 so the pixels are the host path's (up to a fused multiply-add a runtime may make of the first two steps). Only
@@ -49,7 +50,8 @@ def add_uint8_io(model: onnx.ModelProto, meta: ModelMeta) -> onnx.ModelProto:
     f32, p = TensorProto.FLOAT, "u8io_"  # every new name is prefixed: no clash with the generator's own
     inits = [_const(p + "in_scale", (in_hi - in_lo) / 255.0), _const(p + "in_lo", in_lo),
              _const(p + "out_lo", out_lo), _const(p + "out_scale", 255.0 / (out_hi - out_lo)),
-             _const(p + "zero", 0.0), _const(p + "top", 255.0), _const(p + "chw", [1, 2, 3])]
+             _const(p + "zero", 0.0), _const(p + "top", 255.0), _const(p + "chw", [1, 2, 3]),
+             _const(p + "inf", float("inf"))]
     scaled = p + "scaled"
     pre = [helper.make_node("Cast", [FRAMES_IN], [p + "f"], to=f32),
            helper.make_node("Transpose", [p + "f"], [p + "nchw"], perm=[0, 3, 1, 2]),
@@ -69,9 +71,11 @@ def add_uint8_io(model: onnx.ModelProto, meta: ModelMeta) -> onnx.ModelProto:
             helper.make_node("Round", [p + "clipped"], [p + "rounded"]),
             helper.make_node("Cast", [p + "rounded"], [p + "u8"], to=TensorProto.UINT8),
             helper.make_node("Transpose", [p + "u8"], [FRAMES_OUT], perm=[0, 2, 3, 1]),
-            helper.make_node("Sub", [p + "y", p + "y"], [p + "zero_or_nan"]),
-            helper.make_node("IsNaN", [p + "zero_or_nan"], [p + "nan"]),
-            helper.make_node("Cast", [p + "nan"], [p + "nan_f"], to=f32), flag]
+            helper.make_node("IsNaN", [p + "y"], [p + "nan"]),
+            helper.make_node("Abs", [p + "y"], [p + "abs"]),
+            helper.make_node("Equal", [p + "abs", p + "inf"], [p + "inf_mask"]),
+            helper.make_node("Or", [p + "nan", p + "inf_mask"], [p + "bad"]),
+            helper.make_node("Cast", [p + "bad"], [p + "nan_f"], to=f32), flag]
     inputs = [helper.make_tensor_value_info(FRAMES_IN, TensorProto.UINT8, ["N", "H", "W", c_in])]
     outputs = [helper.make_tensor_value_info(FRAMES_OUT, TensorProto.UINT8, ["N", "H_out", "W_out", c_out]),
                helper.make_tensor_value_info(NONFINITE, f32, ["N"])]

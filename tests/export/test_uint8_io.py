@@ -89,6 +89,15 @@ def test_nonfinite_outputs_are_flagged_per_frame(scale: float) -> None:
     assert flags.tolist() == [0.0, 0.0, 0.0]  # ...and none with a finite model
 
 
+@pytest.mark.parametrize("scale", [float("inf"), -float("inf")])
+def test_infinities_without_any_nan_are_flagged_too(scale: float) -> None:
+    frames = np.full((2, 4, 4, 3), 9, np.uint8)
+    frames[0, 1, 1] = 200  # nonzero everywhere: inf * x is +-inf, never NaN
+    meta = ModelMeta(input_range=(0.0, 1.0), output_range=(0.0, 1.0))
+    _, flags = _session(add_uint8_io(_affine_graph(scale, 0.0), meta)).run(None, {FRAMES_IN: frames})
+    assert flags.tolist() == [1.0, 1.0]
+
+
 def test_float16_inside_float32_never_at_the_edges() -> None:
     wrapped = add_uint8_io(_affine_graph(1.0, 0.0, TensorProto.FLOAT16), ModelMeta())
     casts = [n for n in wrapped.graph.node if n.op_type == "Cast"]
