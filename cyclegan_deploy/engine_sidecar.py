@@ -151,10 +151,13 @@ def check_engine_compat(sidecar: EngineSidecar, trt_version: str, gpu_name: str,
         problems.append(f"GPU {sidecar.gpu_name!r} (this GPU: {gpu_name!r})")
     if problems:
         profile = Profile.from_dict(sidecar.profile)
+        how = ("`cgdeploy export CHECKPOINT -o DIR --engine --engine-io uint8` (uint8 frames in and out)"
+               if sidecar.extra.get("io") == "uint8" else
+               f"`cgdeploy export CHECKPOINT -o DIR --engine` or `trtexec --onnx={sidecar.source_onnx} --stronglyTyped "
+               f"--saveEngine={Path(engine).name} {profile.trtexec()}`")
         raise EngineMismatchError(
             f"{engine}: built for {', '.join(problems)}; TensorRT engines only run on the TensorRT version and GPU "
-            f"they were built with. Rebuild here: `cgdeploy export CHECKPOINT -o DIR --engine` or `trtexec "
-            f"--onnx={sidecar.source_onnx} --stronglyTyped --saveEngine={Path(engine).name} {profile.trtexec()}`")
+            f"they were built with. Rebuild here: {how}")
 
 
 def gpu_info(device: int = 0) -> tuple[str, str]:

@@ -50,7 +50,7 @@ def build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportOp
         build_engine,
         check_engine_source,
         derive_profile,
-        trtexec_command,
+        how_to_build,
     )
 
     options = BuildOptions(workspace_gb=opts.workspace_gb, opt_level=opts.opt_level, io=opts.engine_io,
@@ -61,11 +61,11 @@ def build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportOp
         for _, meta, source in built:
             profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
             plan = artifacts.engine_path(opts.out_dir, meta.direction)
-            echo(f"to build {plan.name} on a machine with TensorRT: {trtexec_command(source, plan, profile, options)}")
+            echo(f"to build {plan.name} on a machine with TensorRT: {how_to_build(source, plan, profile, options)}")
         raise BackendUnavailableError(
             f"{missing_tensorrt}; the ONNX artifacts were written ({opts.out_dir}); build the engine(s) on a machine "
-            "with TensorRT and an NVIDIA GPU via `cgdeploy export CHECKPOINT -o DIR --engine` or the trtexec "
-            "command(s) printed above")
+            "with TensorRT and an NVIDIA GPU with the command(s) printed above (`cgdeploy export CHECKPOINT -o DIR "
+            f"--engine{' --engine-io uint8' if options.io == 'uint8' else ''}`)")
     for model, meta, source in built:
         profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
         plan = artifacts.engine_path(opts.out_dir, meta.direction)

@@ -128,10 +128,17 @@ def trtexec_command(onnx_path: Path, plan_path: Path, profile: Profile, options:
            f"--builderOptimizationLevel={options.opt_level}")
     if options.timing_cache:
         cmd += f" --timingCacheFile={options.timing_cache}"
-    cmd += "" if options.allow_tf32 else " --noTF32"
-    # the uint8 wrapper is made in memory at build time: trtexec builds the float32-I/O engine only
-    return cmd + ("  # float32 I/O: --engine-io uint8 needs `cgdeploy export --engine`" if options.io == "uint8"
-                  else "")
+    return cmd + ("" if options.allow_tf32 else " --noTF32")
+
+
+def how_to_build(onnx_path: Path, plan_path: Path, profile: Profile, options: BuildOptions) -> str:
+    """The commands that build this engine on a machine with TensorRT, for messages. trtexec only for float32
+    I/O: the uint8 wrapper (export/uint8_io.py) is made in memory by `cgdeploy export`."""
+    if options.io == "uint8":
+        return ("`cgdeploy export CHECKPOINT -o DIR --engine --engine-io uint8` (trtexec cannot build it: the uint8 "
+                "wrapper around the graph is made by cgdeploy)")
+    trtexec = trtexec_command(onnx_path, plan_path, profile, options)
+    return f"`cgdeploy export CHECKPOINT -o DIR --engine` or `{trtexec}`"
 
 
 def tensorrt_unavailable() -> str | None:
@@ -238,8 +245,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, options: Bu
     check_engine_source(onnx_path)
     _import_tensorrt(
         f"the ONNX artifacts were written ({onnx_path.parent}); build the engine on a machine with TensorRT and an "
-        "NVIDIA GPU via `cgdeploy export CHECKPOINT -o DIR --engine` or "
-        f"`{trtexec_command(onnx_path, plan_path, profile, options)}`")
+        f"NVIDIA GPU via {how_to_build(onnx_path, plan_path, profile, options)}")
     import tensorrt as trt
 
     card = read_card(onnx_path)

@@ -4,15 +4,16 @@
 The wrapped graph, from the generator graph G (input `x`, output `y`, float32 or float16 inside):
 
     frames uint8 (N, H, W, C) -> Cast float32 -> Transpose NCHW -> * (hi - lo) / 255 [+ lo] -> x -> G -> y
-    y -> Cast float32 -> - lo -> * 255 / (hi - lo) -> Clip 0..255 -> Round -> Cast uint8 -> Transpose NHWC
+    y -> Cast float32 -> - lo -> * 255 / (hi - lo) -> Clip 0..255 -> Round -> Transpose NHWC -> Cast uint8
       -> frames_out uint8 (N, sH, sW, C)
     y -> Cast float32 -> IsNaN(y) or |y| == inf -> ReduceMax over (C, H, W) -> nonfinite float32 (N,): 1 where
-      a frame has a NaN or an infinity (TensorRT's parser has IsNaN but IsInf only recently; no `y - y`, which
-      an optimizer might fold to 0)
+      a frame has a NaN or an infinity (no `y - y`, which an optimizer might fold to 0)
 
 The constants are frames.normalise_into's and frames.to_uint8's float32 ones, Round is half to even as np.rint,
 so the pixels are the host path's (up to a fused multiply-add a runtime may make of the first two steps). Only
-ops every TensorRT 10/11 ONNX parser takes; UINT8 is legal there as network input/output type.
+ops every TensorRT 10/11 ONNX parser takes. TensorRT takes UINT8 only at the network's edges, and only through a
+Cast: the input goes straight into one, the output comes straight out of one (both transposes run on float32;
+a uint8 output produced by a Transpose/Shuffle fails the build, NVIDIA/TensorRT#4278, #3985).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def add_uint8_io(model: onnx.ModelProto, meta: ModelMeta) -> onnx.ModelProto:
     f32, p = TensorProto.FLOAT, "u8io_"  # every new name is prefixed: no clash with the generator's own
     inits = [_const(p + "in_scale", (in_hi - in_lo) / 255.0), _const(p + "in_lo", in_lo),
              _const(p + "out_lo", out_lo), _const(p + "out_scale", 255.0 / (out_hi - out_lo)),
-             _const(p + "zero", 0.0), _const(p + "top", 255.0), _const(p + "chw", [1, 2, 3]),
-             _const(p + "inf", float("inf"))]
+             _const(p + "zero", 0.0), _const(p + "top", 255.0), _const(p + "inf", float("inf"))]
+    inits += [_const(p + "chw", [1, 2, 3])] if opset >= 18 else []  # ReduceMax's axes input (an attribute before)
     scaled = p + "scaled"
     pre = [helper.make_node("Cast", [FRAMES_IN], [p + "f"], to=f32),
            helper.make_node("Transpose", [p + "f"], [p + "nchw"], perm=[0, 3, 1, 2]),
@@ -69,8 +70,8 @@ def add_uint8_io(model: onnx.ModelProto, meta: ModelMeta) -> onnx.ModelProto:
             helper.make_node("Mul", [p + "from_lo", p + "out_scale"], [p + "levels"]),
             helper.make_node("Clip", [p + "levels", p + "zero", p + "top"], [p + "clipped"]),
             helper.make_node("Round", [p + "clipped"], [p + "rounded"]),
-            helper.make_node("Cast", [p + "rounded"], [p + "u8"], to=TensorProto.UINT8),
-            helper.make_node("Transpose", [p + "u8"], [FRAMES_OUT], perm=[0, 2, 3, 1]),
+            helper.make_node("Transpose", [p + "rounded"], [p + "nhwc"], perm=[0, 2, 3, 1]),
+            helper.make_node("Cast", [p + "nhwc"], [FRAMES_OUT], to=TensorProto.UINT8),
             helper.make_node("IsNaN", [p + "y"], [p + "nan"]),
             helper.make_node("Abs", [p + "y"], [p + "abs"]),
             helper.make_node("Equal", [p + "abs", p + "inf"], [p + "inf_mask"]),

@@ -53,7 +53,7 @@ class CudaStreams:
             work()
 
     def record(self, stream: Any) -> Any:
-        event = self.torch.cuda.Event()
+        event = self.torch.cuda.Event(blocking=True)  # a host waiting on it sleeps instead of spinning a core
         event.record(stream)
         return event
 
@@ -131,6 +131,9 @@ def overlapped(streams: Streams, batches: Iterable[np.ndarray], forward: Callabl
                 yield collect(pending.popleft())
         while pending:
             yield collect(pending.popleft())
-    finally:  # closed early (an error downstream, Ctrl-C): nothing may still write into buffers being freed
-        for slot in pending:
-            streams.sync(slot.downloaded)
+    finally:
+        # closed early (an error downstream, Ctrl-C) or failed while queueing (a forward that raised at issue
+        # time leaves its batch's upload queued, outside `pending`): nothing may still write into the buffers
+        # about to be freed, so every stream's queued work is waited for
+        for stream in (upload, compute, download):
+            streams.sync(streams.record(stream))

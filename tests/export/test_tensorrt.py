@@ -25,6 +25,7 @@ from cyclegan_deploy.export.tensorrt import (
     build_engine,
     check_profile_memory,
     derive_profile,
+    how_to_build,
     trtexec_command,
 )
 from cyclegan_deploy.frames import model_size
@@ -335,8 +336,14 @@ def test_uint8_io_engine_is_built_from_the_wrapped_graph(tiny_onnx, tmp_path, st
     assert ("set_shape", "frames", [1, 16, 16, 3], [4, 1080, 1920, 3], [4, 1920, 1920, 3]) in calls
     assert sidecar.extra["io"] == "uint8" and read_sidecar(plan).extra["io"] == "uint8"
     assert Profile.from_dict(sidecar.profile) == profile  # recorded in the model's NCHW terms
-    cmd = trtexec_command(tiny_onnx, plan, profile, BuildOptions(io="uint8"))
-    assert "float32 I/O: --engine-io uint8 needs `cgdeploy export --engine`" in cmd
+    how = how_to_build(tiny_onnx, plan, profile, BuildOptions(io="uint8"))
+    assert how.startswith("`cgdeploy export CHECKPOINT -o DIR --engine --engine-io uint8`") and "trtexec cannot" in how
+    assert "`trtexec --onnx=" in how_to_build(tiny_onnx, plan, profile, BuildOptions())
+    from cyclegan_deploy.engine_sidecar import check_engine_compat
+
+    with pytest.raises(EngineMismatchError, match=r"Rebuild here: `cgdeploy export CHECKPOINT -o DIR --engine "
+                                                  r"--engine-io uint8`"):
+        check_engine_compat(read_sidecar(plan), "10.13.3.9", "NVIDIA L4", "8.9")
     with pytest.raises(ConfigError, match="--engine-io 'u8': choose one of float32, uint8"):
         BuildOptions(io="u8")
 

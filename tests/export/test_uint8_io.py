@@ -56,6 +56,29 @@ def _affine_graph(scale: float, shift: float, x_type: int = TensorProto.FLOAT) -
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
+@pytest.mark.parametrize("opset", [13, 17, 18, 20])
+def test_uint8_tensors_only_meet_casts(opset: int) -> None:
+    """TensorRT takes UINT8 only as network input/output, and only into/out of a Cast layer (a uint8 output made
+    by a Transpose fails its build): every uint8 tensor is made by a Cast or is the input, and is read only by
+    Casts or is an output. The wrapper is valid ONNX, and runs, at each opset (ReduceMax's axes moved at 18)."""
+    model = _affine_graph(1.0, 0.0)
+    model.opset_import[0].version = opset
+    wrapped = add_uint8_io(model, ModelMeta())
+    onnx.checker.check_model(wrapped, full_check=True)
+    graph = wrapped.graph
+    uint8 = {v.name for v in (*graph.input, *graph.output) if v.type.tensor_type.elem_type == TensorProto.UINT8}
+    uint8 |= {out for n in graph.node if n.op_type == "Cast"
+              and helper.get_attribute_value(n.attribute[0]) == TensorProto.UINT8 for out in n.output}
+    assert uint8 == {FRAMES_IN, FRAMES_OUT}
+    assert [n.op_type for n in graph.node if FRAMES_OUT in n.output] == ["Cast"]
+    assert [n.op_type for n in graph.node if FRAMES_IN in n.input] == ["Cast"]
+    assert not [n for n in graph.node if FRAMES_OUT in n.input]
+    frames = _frames(1, 4, 8)
+    out, flags = _session(wrapped).run(None, {FRAMES_IN: frames})
+    np.testing.assert_array_equal(out, frames)
+    assert flags.tolist() == [0.0]
+
+
 def test_value_ranges_come_from_the_card() -> None:
     # an SR-style card in [0, 1] both ways: identity graph -> the same uint8 frames back
     meta = ModelMeta(input_range=(0.0, 1.0), output_range=(0.0, 1.0))

@@ -147,6 +147,23 @@ def test_closing_early_waits_for_the_work_in_flight() -> None:
     assert not any(streams.queues)
 
 
+def test_work_queued_before_a_failure_is_waited_for() -> None:
+    """On a GPU the model's Python runs when its work is queued: if it raises there (out of memory on a new
+    size), that batch's upload is already queued. The buffers are released only after every stream drained."""
+    class FailingStreams(SimStreams):
+        def enqueue(self, stream: Any, work: Callable[[], None]) -> None:
+            if stream is self.compute and self.events >= 6:  # the third batch's model call fails as it is issued
+                raise RuntimeError("CUDA out of memory")
+            super().enqueue(stream, work)
+
+    streams = FailingStreams(lambda ready: ready[-1])
+    gen = overlapped(streams, iter(_batches()[:5]), _forward, lambda s: (s[0], 2 * s[1], 2 * s[2], s[3]),
+                     torch.uint8, torch.bool)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(gen)
+    assert not any(streams.queues)  # the failed batch's queued upload ran before its buffers could go
+
+
 def test_real_generator_through_the_pipeline_matches_run_uint8(tiny_generator_file: Any) -> None:
     """The torch backend's own uint8 forward (CPU, device_io) in the pipeline: the frames run_uint8 gives."""
     from cyclegan_deploy.backends import load_backend
@@ -184,6 +201,9 @@ def test_cuda_streams_map_onto_torch_cuda() -> None:
             log.append(("wait_event", self, event))
 
     class Event:
+        def __init__(self, blocking: bool = False) -> None:
+            log.append(("event", blocking))
+
         def record(self, stream: Any) -> None:
             log.append(("record", self, stream))
 
@@ -208,6 +228,7 @@ def test_cuda_streams_map_onto_torch_cuda() -> None:
     event = streams.record(side)
     streams.wait(current, event)
     streams.sync(event)
-    assert log[3:] == [("record", event, side), ("wait_event", current, event), ("synchronize", event)]
+    assert log[3:] == [("event", True), ("record", event, side), ("wait_event", current, event),
+                       ("synchronize", event)]
     assert streams.host((2, 3), "u8") == ("empty", (2, 3), {"dtype": "u8", "pin_memory": True})
     assert streams.device((2, 3), "u8") == ("empty", (2, 3), {"dtype": "u8", "device": "cuda"})
