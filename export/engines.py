@@ -64,8 +64,9 @@ def build_engines(built: list[tuple[nn.Module, ModelMeta, Path]], opts: ExportOp
             echo(f"to build {plan.name} on a machine with TensorRT: {how_to_build(source, plan, profile, options)}")
         raise BackendUnavailableError(
             f"{missing_tensorrt}; the ONNX artifacts were written ({opts.out_dir}); build the engine(s) on a machine "
-            "with TensorRT and an NVIDIA GPU with the command(s) printed above (`cgdeploy export CHECKPOINT -o DIR "
-            f"--engine{' --engine-io uint8' if options.io == 'uint8' else ''}`)")
+            "with TensorRT and an NVIDIA GPU via `cgdeploy export CHECKPOINT -o DIR --engine"
+            + (" --engine-io uint8` (no trtexec equivalent)" if options.io == "uint8" else
+               "` or the trtexec command(s) printed above"))
     for model, meta, source in built:
         profile = derive_profile(meta, opts.min_shape, opts.opt_shape, opts.max_shape)
         plan = artifacts.engine_path(opts.out_dir, meta.direction)
