@@ -31,6 +31,7 @@ VIDEO_SIZES: tuple[tuple[str, tuple[int, int]], ...] = (
 FRAMES_IN, FRAMES_OUT, NONFINITE = "frames", "frames_out", "nonfinite"
 UINT8_OUTPUTS = (FRAMES_OUT, NONFINITE)
 
+
 @dataclass
 class Profile:
     """One optimization profile for the single NCHW input; every H/W is a multiple of the model's multiple."""

@@ -98,23 +98,25 @@ def model_size(height: int, width: int, meta: ModelMeta) -> tuple[int, int]:
 def pad_to_model(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Pad an NCHW batch at the bottom/right to `size` (model_size): reflected where a side has 2+ pixels
     (repeatedly, for pads larger than the frame), repeated where it has one; crop() undoes it."""
-    h, w = batch.shape[-2:]
-    ph, pw = size
-    if (ph, pw) == (h, w):
-        return batch
-    if h > 1:
-        batch = np.pad(batch, ((0, 0), (0, 0), (0, ph - h), (0, 0)), mode="reflect")
-    else:
-        batch = np.pad(batch, ((0, 0), (0, 0), (0, ph - h), (0, 0)), mode="edge")
-    return np.pad(batch, ((0, 0), (0, 0), (0, 0), (0, pw - w)), mode="reflect" if w > 1 else "edge")
+    return _pad_bottom_right(batch, size, (batch.ndim - 2, batch.ndim - 1))
 
 
 def pad_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """pad_to_model for (N, H, W, C) frames (uint8 for a backend that normalises on its device): the same
     reflection, so the pixels the model sees are the same; a contiguous (N, H', W', C) array."""
-    if frames.shape[1:3] == tuple(size):
-        return frames
-    return np.ascontiguousarray(pad_to_model(frames.transpose(0, 3, 1, 2), size).transpose(0, 2, 3, 1))
+    return _pad_bottom_right(frames, size, (1, 2))
+
+
+def _pad_bottom_right(a: np.ndarray, size: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
+    """`a` padded along its (H, W) `axes` to `size`, in its own layout (no transposed copies): reflected
+    where a side has 2+ pixels, repeated where it has one; `a` itself when it already fits."""
+    for axis, target in zip(axes, size, strict=True):
+        have = a.shape[axis]
+        if target > have:
+            widths = [(0, 0)] * a.ndim
+            widths[axis] = (0, target - have)
+            a = np.pad(a, widths, mode="reflect" if have > 1 else "edge")
+    return a
 
 
 def crop(batch: np.ndarray, height: int, width: int, scale: int = 1) -> np.ndarray:

@@ -29,7 +29,7 @@ from cyclegan_deploy.backends.cuda_buffers import Buffer, check, native_handle
 from cyclegan_deploy.backends.cuda_buffers import cuda_runtime as _cuda_runtime  # tests replace it
 from cyclegan_deploy.engine_sidecar import FRAMES_IN, FRAMES_OUT, NONFINITE, UINT8_OUTPUTS
 from cyclegan_deploy.errors import BackendUnavailableError, ConfigError, EngineMismatchError, ShapeError
-from cyclegan_deploy.frames import to_model, to_uint8
+from cyclegan_deploy.frames import from_model, to_model
 from cyclegan_deploy.metadata import PRECISION_ALIASES, canonical_precision
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class TensorRTBackend(Backend):
             return np.asarray(self._execute(x, x.shape)[self.output_name], dtype=np.float32)
         # uint8 frames in and out: batches in the card's range are rounded to uint8 first, which is exact for
         # every batch made from uint8 images (all of cgdeploy's), and the uint8 output mapped back
-        frames, finite = self._frames(np.ascontiguousarray(to_uint8(x, self.meta.input_range).transpose(0, 2, 3, 1)))
+        frames, finite = self._frames(from_model(x, self.meta.input_range))
         y = to_model(frames, self.meta.output_range)
         y[~finite] = np.nan  # the frames the engine flagged: NaN, as the float path would have given
         return y
